@@ -1,0 +1,401 @@
+/* config.c — sessiond's command line: defaults, getopt_long, validation.
+ *
+ * How it works: config_parse fills a config with the defaults, then walks
+ * argv with getopt_long in "return in order" mode (optstring prefix '-'), so
+ * a bare argument arrives in its place among the flags. That gives the rule
+ * for the port: -p/--port and the bare port argument (stunnel-era usage,
+ * `sessiond 54321`) are the same setting, and whichever comes last on the
+ * command line wins, as with a repeated flag; `make run RUN_ARGS=1234` can
+ * therefore override the Makefile's -p. A second bare argument is an error.
+ *
+ * Every refusal is one line written to `err`, naming the flag and the value
+ * as given, and the parser never prints or exits: main() decides what to do,
+ * and the unit tests call it again and again. getopt's own messages are off
+ * (opterr = 0 and the ':' optstring prefix, which also makes a missing
+ * argument return ':' rather than '?'), and its state is reset with
+ * optind = 0, which glibc treats as "start over" (optind = 1 would keep a
+ * half-scanned cluster such as "-fd" from a previous call).
+ *
+ * Limits chosen, and why:
+ *   --max-memory  64k .. 1024g. Below 64 KiB a few hundred sessions fill the
+ *                 cache and the daemon is useless; 1 TiB is far beyond any
+ *                 session cache and keeps the cache's byte arithmetic far
+ *                 from overflow. Suffixes k/m/g are powers of 1024.
+ *   --max-ttl     1 .. 604800 s (7 days, TLS 1.3's limit on a ticket's
+ *                 lifetime: no session is worth resuming after that).
+ *                 stunnel itself never asks for more than 64800 s.
+ *   --listen      numeric addresses only (inet_pton): no name lookups at
+ *                 startup, so a DNS outage never stops the daemon. Known
+ *                 limit: an IPv6 scope (fe80::1%eth0) is not accepted.
+ *
+ * Known limit: RETURN_IN_ORDER is a GNU getopt extension (glibc and musl
+ * have it); the cheaper alternative, permuting and reading the bare port
+ * after the loop, would lose the "last one wins" order.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Values of the long-only options: above any char, so getopt cannot mix
+ * them up with a short option. */
+enum {
+    OPT_MAX_MEMORY = 256,
+    OPT_MAX_TTL,
+    OPT_PIDFILE,
+};
+
+/* '-': bare arguments come back in order as option 1; ':': quiet getopt,
+ * and a missing argument returns ':'. */
+static const char config_optstring[] = "-:p:l:fdhV";
+
+static const struct option config_options[] = {
+    {"port", required_argument, NULL, 'p'},
+    {"listen", required_argument, NULL, 'l'},
+    {"foreground", no_argument, NULL, 'f'},
+    {"debug", no_argument, NULL, 'd'},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"max-ttl", required_argument, NULL, OPT_MAX_TTL},
+    {"pidfile", required_argument, NULL, OPT_PIDFILE},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char config_usage_text[] =
+    "Usage: sessiond [options] [port]\n"
+    "A UDP session cache for TLS servers (stunnel's sessiond protocol).\n"
+    "\n"
+    "  -p, --port N          UDP port, 0 to 65535 (default 54321; 0 lets the kernel\n"
+    "                        pick a free one); a bare port argument is the same, and\n"
+    "                        the last one given wins\n"
+    "  -l, --listen ADDR     numeric IPv4 or IPv6 address to bind (default 127.0.0.1);\n"
+    "                        v1 has no authentication: keep it on a trusted interface\n"
+    "  -f, --foreground      stay in the foreground and log to stderr\n"
+    "                        (default: detach and log to syslog)\n"
+    "  -d, --debug           log each request too (never session contents)\n"
+    "      --max-memory N    cache budget in bytes, suffix k, m or g (powers of 1024),\n"
+    "                        from 64k to 1024g (default 64m)\n"
+    "      --max-ttl S       longest a session is kept, seconds, 1 to 604800; also the\n"
+    "                        lifetime of a session stored with timeout 0 (default 86400)\n"
+    "      --pidfile PATH    write the daemon's pid to PATH, removed on exit\n"
+    "  -h, --help            print this help and exit\n"
+    "  -V, --version         print the version and exit\n"
+    "\n"
+    "Signals: TERM or INT stop, HUP reopens the logs, USR1 logs the statistics.\n"
+    "Exit status: 0 stopped cleanly, 1 runtime failure, 2 bad command line.\n";
+
+const char *config_usage(void)
+{
+    return config_usage_text;
+}
+
+static void config_error(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void config_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Parses a plain decimal number: digits only, no sign, no spaces (strtoull
+ * alone would take " 12", "+12" and "-12", the last as a huge number). */
+static int config_parse_decimal(const char *text, unsigned long long max, unsigned long long *out)
+{
+    unsigned long long value;
+    char *end;
+
+    if (text == NULL || !isdigit((unsigned char)text[0]))
+        return -1;
+    errno = 0;
+    value = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0' || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+int config_parse_size(const char *text, size_t *out)
+{
+    unsigned long long value;
+    unsigned shift = 0;
+    char *end;
+
+    if (text == NULL || !isdigit((unsigned char)text[0]))
+        return -1;
+    errno = 0;
+    value = strtoull(text, &end, 10);
+    if (errno != 0)
+        return -1;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        return -1;
+    }
+    if (shift != 0 && end[1] != '\0')
+        return -1;
+    if (value > (unsigned long long)SIZE_MAX >> shift)
+        return -1;
+    *out = (size_t)(value << shift);
+    return 0;
+}
+
+static int config_set_port(config *cfg, const char *text)
+{
+    unsigned long long port;
+
+    if (config_parse_decimal(text, 65535, &port) != 0)
+        return -1;
+    cfg->port = (int)port;
+    return 0;
+}
+
+static int config_set_listen(config *cfg, const char *text)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+
+    if (inet_pton(AF_INET, text, &v4) != 1 && inet_pton(AF_INET6, text, &v6) != 1)
+        return -1;
+    cfg->listen_addr = text;
+    return 0;
+}
+
+static int config_set_max_memory(config *cfg, const char *text)
+{
+    size_t bytes;
+
+    if (config_parse_size(text, &bytes) != 0)
+        return -1;
+    if (bytes < CONFIG_MIN_MAX_MEMORY || (unsigned long long)bytes > CONFIG_MAX_MAX_MEMORY)
+        return -1;
+    cfg->max_memory = bytes;
+    return 0;
+}
+
+static int config_set_max_ttl(config *cfg, const char *text)
+{
+    unsigned long long seconds;
+
+    if (config_parse_decimal(text, CONFIG_MAX_MAX_TTL, &seconds) != 0 || seconds == 0)
+        return -1;
+    cfg->max_ttl = (uint32_t)seconds;
+    return 0;
+}
+
+/* The long option `token` ("--name" or "--name=value") names, or NULL;
+ * *matches counts the options it could abbreviate, as getopt_long allows. */
+static const struct option *config_find_long(const char *token, int *matches)
+{
+    const char *name = token + 2;
+    size_t len = strcspn(name, "=");
+    const struct option *found = NULL;
+
+    *matches = 0;
+    for (const struct option *o = config_options; o->name != NULL; o++) {
+        if (strncmp(o->name, name, len) != 0)
+            continue;
+        if (strlen(o->name) == len) { /* exact match beats abbreviations */
+            *matches = 1;
+            return o;
+        }
+        found = o;
+        (*matches)++;
+    }
+    return found;
+}
+
+/* The name to print for option value `val` as the user wrote it: "--port"
+ * if `token` was a long option, else "-p". */
+static void config_option_name(int val, const char *token, char *buf, size_t cap)
+{
+    if (token != NULL && strncmp(token, "--", 2) == 0) {
+        for (const struct option *o = config_options; o->name != NULL; o++) {
+            if (o->val == val) {
+                snprintf(buf, cap, "--%s", o->name);
+                return;
+            }
+        }
+    }
+    snprintf(buf, cap, "-%c", val);
+}
+
+/* getopt returned '?': an unknown option, an ambiguous abbreviation, or an
+ * argument given to a flag that takes none ("--foreground=1"). `token` is
+ * the argv element before optind: the one that failed for a long option
+ * (getopt has stepped over it), but possibly an earlier one for a short
+ * flag inside a cluster ("-xf"), which is why optopt decides first. */
+static void config_explain_unknown(const char *token, char *err, size_t errlen)
+{
+    int is_long = token != NULL && strncmp(token, "--", 2) == 0;
+    int matches = 0;
+    const struct option *o = is_long ? config_find_long(token, &matches) : NULL;
+    int len = is_long ? (int)strcspn(token, "=") : 0;
+
+    /* glibc: optopt is 0 for an unknown or ambiguous long option, and the
+     * option's value for "--flag=value" on a flag without argument. */
+    if (is_long && optopt == 0) {
+        if (matches > 1)
+            config_error(err, errlen, "ambiguous option '%.*s'", len, token);
+        else
+            config_error(err, errlen, "unknown option '%.*s'", len, token);
+    } else if (is_long && o != NULL && o->val == optopt && token[len] == '=') {
+        config_error(err, errlen, "option '--%s' takes no argument", o->name);
+    } else if (optopt > 0 && optopt < 256 && isprint(optopt)) {
+        config_error(err, errlen, "unknown option '-%c'", optopt);
+    } else {
+        config_error(err, errlen, "unknown option");
+    }
+}
+
+/* The argv element getopt just worked on, to tell "--port" from "-p" in a
+ * message. getopt has moved optind past it, and past its argument too when
+ * that was a separate element. Inside a cluster of short flags ("-xf")
+ * optind may still point at it, so this is then an earlier element: for
+ * short options the callers trust optopt, not this. */
+static const char *config_current_token(int argc, char **argv)
+{
+    int i = optind - 1;
+
+    if (optarg != NULL && i >= 1 && i < argc && optarg == argv[i])
+        i--;
+    return i >= 0 && i < argc ? argv[i] : NULL;
+}
+
+config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    int bare_args = 0;
+
+    cfg->listen_addr = CONFIG_DEFAULT_LISTEN;
+    cfg->port = CONFIG_DEFAULT_PORT;
+    cfg->foreground = 0;
+    cfg->debug = 0;
+    cfg->max_memory = CONFIG_DEFAULT_MAX_MEMORY;
+    cfg->max_ttl = CONFIG_DEFAULT_MAX_TTL;
+    cfg->pidfile = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+
+    opterr = 0;
+    optind = 0; /* glibc: a full reset, see the top of the file */
+    for (;;) {
+        int opt = getopt_long(argc, argv, config_optstring, config_options, NULL);
+        const char *token = config_current_token(argc, argv);
+        char name[32];
+
+        if (opt == -1)
+            break;
+        switch (opt) {
+        case 1: /* a bare argument: the port */
+            if (++bare_args > 1) {
+                config_error(err, errlen, "unexpected argument '%s': only one port may be given",
+                             optarg);
+                return CONFIG_ERROR;
+            }
+            if (config_set_port(cfg, optarg) != 0) {
+                config_error(err, errlen,
+                             "invalid port argument '%s': not a number from 0 to 65535", optarg);
+                return CONFIG_ERROR;
+            }
+            break;
+        case 'p':
+            if (config_set_port(cfg, optarg) != 0) {
+                config_option_name('p', token, name, sizeof(name));
+                config_error(err, errlen, "invalid %s '%s': not a number from 0 to 65535", name,
+                             optarg);
+                return CONFIG_ERROR;
+            }
+            break;
+        case 'l':
+            if (config_set_listen(cfg, optarg) != 0) {
+                config_option_name('l', token, name, sizeof(name));
+                config_error(err, errlen, "%s '%s': not a numeric IPv4 or IPv6 address", name,
+                             optarg);
+                return CONFIG_ERROR;
+            }
+            break;
+        case 'f':
+            cfg->foreground = 1;
+            break;
+        case 'd':
+            cfg->debug = 1;
+            break;
+        case OPT_MAX_MEMORY:
+            if (config_set_max_memory(cfg, optarg) != 0) {
+                config_error(err, errlen,
+                             "invalid --max-memory '%s': not a size from 64k to 1024g "
+                             "(bytes, or a number with suffix k, m or g)",
+                             optarg);
+                return CONFIG_ERROR;
+            }
+            break;
+        case OPT_MAX_TTL:
+            if (config_set_max_ttl(cfg, optarg) != 0) {
+                config_error(err, errlen,
+                             "invalid --max-ttl '%s': not a number of seconds from 1 to %u", optarg,
+                             (unsigned)CONFIG_MAX_MAX_TTL);
+                return CONFIG_ERROR;
+            }
+            break;
+        case OPT_PIDFILE:
+            if (optarg[0] == '\0') {
+                config_error(err, errlen, "invalid --pidfile '': empty path");
+                return CONFIG_ERROR;
+            }
+            cfg->pidfile = optarg;
+            break;
+        case 'h':
+            return CONFIG_HELP;
+        case 'V':
+            return CONFIG_VERSION;
+        case ':':
+            config_option_name(optopt, token, name, sizeof(name));
+            config_error(err, errlen, "option '%s' needs an argument", name);
+            return CONFIG_ERROR;
+        default: /* '?' */
+            config_explain_unknown(token, err, errlen);
+            return CONFIG_ERROR;
+        }
+    }
+    /* Only what follows "--" is left over: more bare ports. */
+    for (; optind < argc; optind++) {
+        if (++bare_args > 1) {
+            config_error(err, errlen, "unexpected argument '%s': only one port may be given",
+                         argv[optind]);
+            return CONFIG_ERROR;
+        }
+        if (config_set_port(cfg, argv[optind]) != 0) {
+            config_error(err, errlen, "invalid port argument '%s': not a number from 0 to 65535",
+                         argv[optind]);
+            return CONFIG_ERROR;
+        }
+    }
+    return CONFIG_RUN;
+}

@@ -1,0 +1,49 @@
+/* config.h — sessiond's settings and the command-line parser that fills them.
+ *
+ * Parsing is separate from main() so it can be unit-tested: it never prints,
+ * never exits, and reports a bad flag as a one-line message in `err`.
+ */
+#ifndef SESSIOND_CONFIG_H
+#define SESSIOND_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_PORT       54321
+#define CONFIG_DEFAULT_LISTEN     "127.0.0.1"
+#define CONFIG_DEFAULT_MAX_MEMORY (64u * 1024 * 1024)
+#define CONFIG_DEFAULT_MAX_TTL    86400u
+/* Bounds of --max-memory and --max-ttl (see config.c for why). */
+#define CONFIG_MIN_MAX_MEMORY (64u * 1024)
+#define CONFIG_MAX_MAX_MEMORY (1024ull * 1024 * 1024 * 1024)
+#define CONFIG_MAX_MAX_TTL    604800u
+
+typedef struct config {
+    const char *listen_addr; /* numeric IPv4 or IPv6 address (points into argv or a literal) */
+    int port;                /* 0 asks the kernel for a free port */
+    int foreground;          /* -f: stay attached, log to stderr */
+    int debug;               /* -d: debug-level logs (never session bytes) */
+    size_t max_memory;       /* --max-memory: the cache's byte budget */
+    uint32_t max_ttl;        /* --max-ttl: default and cap for a client's timeout, seconds */
+    const char *pidfile;     /* --pidfile, or NULL */
+} config;
+
+typedef enum config_result {
+    CONFIG_RUN = 0, /* settings are valid: start the daemon */
+    CONFIG_HELP,    /* -h: print config_usage() and exit 0 */
+    CONFIG_VERSION, /* -V: print the version and exit 0 */
+    CONFIG_ERROR,   /* bad command line: err holds one line, exit non-zero */
+} config_result;
+
+/* Fills *cfg with the defaults, then applies argv. getopt state is reset, so
+ * it may be called more than once (tests do). */
+config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* The --help text. */
+const char *config_usage(void);
+
+/* Parses "123", "64k", "64M", "1g" (powers of 1024) into *out. Returns 0, or
+ * -1 for anything else: empty, negative, junk after the number, overflow. */
+int config_parse_size(const char *text, size_t *out);
+
+#endif

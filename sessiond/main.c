@@ -1,0 +1,345 @@
+/* main.c — sessiond's process lifecycle: parse the command line, bind,
+ * detach, write the pidfile, run the loop, clean up, pick the exit status.
+ *
+ * Order, and why:
+ *   1. config_parse. --help/--version print to stdout and exit 0; a bad
+ *      command line prints one line to stderr and exits 2.
+ *   2. Logging: stderr with -f; otherwise syslog from the start, so a
+ *      daemon started from a shell prints nothing on success (everything,
+ *      the "listening on" line too, goes to syslog), only errors.
+ *   3. server_create binds the socket before detaching, so "address in use"
+ *      reaches the terminal as one line and exit status 1.
+ *   4. Without -f, detach: fork, setsid, fork again (the daemon is then no
+ *      session leader and can never acquire a controlling terminal),
+ *      chdir("/"), umask(027), stdin/stdout/stderr on /dev/null. The
+ *      process that was started waits on a pipe until the daemon has written
+ *      its pidfile, and only then exits 0: a script that starts sessiond and
+ *      reads the pidfile next never races it, and a pidfile error still
+ *      reaches the terminal and the exit status.
+ *   5. The pidfile holds the daemon's own pid (written after the forks),
+ *      written to a temporary file and renamed, so a reader never sees it
+ *      half written. A relative path is made absolute first (the daemon
+ *      changes to /). On exit it is removed if it still holds our pid.
+ *   6. server_run until SIGTERM/SIGINT, then server_free.
+ * Exit status: 0 clean stop, 1 runtime failure (bind, pidfile, fork, the
+ * loop), 2 bad command line.
+ *
+ * Known limits: an existing pidfile is overwritten without checking whether
+ * its pid is alive (a second daemon on the same port fails to bind anyway);
+ * the daemon is considered started once the pidfile is written, so a
+ * failure to create the event loop after that is only in syslog and the
+ * exit status of a process nobody waits for.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE   2
+
+/* Makes sure descriptors 0, 1 and 2 are open (on /dev/null if they were
+ * closed), so the socket can never land on one of them and later be
+ * clobbered by the /dev/null redirection or receive stray printf output. */
+static int main_guard_stdio(void)
+{
+    for (;;) {
+        int fd = open("/dev/null", O_RDWR);
+
+        if (fd < 0)
+            return -1;
+        if (fd > STDERR_FILENO) {
+            close(fd);
+            return 0;
+        }
+    }
+}
+
+/* Copies `path` into buf, prefixed with the working directory if it is
+ * relative. Returns 0, or -1 with a message in err. */
+static int main_absolute_path(const char *path, char *buf, size_t cap, char *err, size_t errlen)
+{
+    char cwd[PATH_MAX];
+    int n;
+
+    if (path[0] == '/') {
+        n = snprintf(buf, cap, "%s", path);
+    } else {
+        if (getcwd(cwd, sizeof(cwd)) == NULL) {
+            snprintf(err, errlen, "--pidfile '%s': cannot read the working directory: %s", path,
+                     strerror(errno));
+            return -1;
+        }
+        n = snprintf(buf, cap, "%s/%s", cwd, path);
+    }
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(err, errlen, "--pidfile '%s': path too long", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes our pid to `path` through PATH.tmp.PID and rename(2). */
+static int main_write_pidfile(const char *path, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX + 32];
+    char text[32];
+    int fd = -1;
+    int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+    ssize_t written;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
+        snprintf(err, errlen, "cannot write pidfile %s: path too long", path);
+        return -1;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        goto fail;
+    written = write(fd, text, (size_t)len);
+    if (written != len) {
+        if (written >= 0)
+            errno = ENOSPC;
+        goto fail;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0)
+        goto fail;
+    return 0;
+
+fail:
+    snprintf(err, errlen, "cannot write pidfile %s: %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return -1;
+}
+
+/* Removes the pidfile if it still names this process: a pidfile another
+ * instance has since taken over is left alone. */
+static void main_remove_pidfile(const char *path)
+{
+    char text[32];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+    if (fd < 0)
+        return;
+    n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    text[n] = '\0';
+    if (strtol(text, NULL, 10) == (long)getpid() && unlink(path) != 0)
+        log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", path, strerror(errno));
+}
+
+/* The started process, after the first fork: waits for the daemon's word on
+ * the pipe and turns it into this process's output and exit status. A NUL
+ * byte means ready; text is an error to print; EOF alone means the daemon
+ * died before saying anything. Never returns. */
+static void main_wait_for_daemon(int ready_fd, pid_t child)
+{
+    char msg[512];
+    size_t len = 0;
+    int status = EXIT_RUNTIME;
+
+    for (;;) {
+        ssize_t n = read(ready_fd, msg + len, sizeof(msg) - 1 - len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof(msg) - 1)
+            break;
+    }
+    msg[len] = '\0';
+    /* The intermediate child exits as soon as it has forked the daemon. */
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (len >= 1 && msg[0] == '\0')
+        status = 0;
+    else if (len > 0)
+        fprintf(stderr, "sessiond: %s\n", msg);
+    else
+        fprintf(stderr, "sessiond: the daemon exited during startup (see syslog)\n");
+    fflush(stderr);
+    /* _exit: this process shares the server's memory and socket with the
+     * daemon; it must not run exit handlers or leak checks on them. */
+    _exit(status);
+}
+
+/* Detaches. Returns in the daemon with *ready_fd set (the write end of the
+ * pipe the started process waits on), or -1 with a message in err before
+ * anything was forked. */
+static int main_daemonize(int *ready_fd, char *err, size_t errlen)
+{
+    int pipefd[2];
+    int devnull;
+    pid_t pid;
+
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(NULL); /* nothing buffered may be written twice */
+    pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "cannot fork: %s", strerror(errno));
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return -1;
+    }
+    if (pid > 0) {
+        close(pipefd[1]);
+        main_wait_for_daemon(pipefd[0], pid);
+    }
+
+    /* First child: a new session without a terminal, then fork again so
+     * the daemon is not the session leader. Errors from here on travel up
+     * the pipe. */
+    close(pipefd[0]);
+    if (setsid() < 0) {
+        dprintf(pipefd[1], "setsid failed: %s", strerror(errno));
+        _exit(EXIT_RUNTIME);
+    }
+    pid = fork();
+    if (pid < 0) {
+        dprintf(pipefd[1], "cannot fork: %s", strerror(errno));
+        _exit(EXIT_RUNTIME);
+    }
+    if (pid > 0)
+        _exit(0);
+
+    /* The daemon. */
+    if (chdir("/") != 0) {
+        dprintf(pipefd[1], "cannot change to /: %s", strerror(errno));
+        _exit(EXIT_RUNTIME);
+    }
+    umask(027);
+    devnull = open("/dev/null", O_RDWR);
+    if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 ||
+        dup2(devnull, STDERR_FILENO) < 0) {
+        dprintf(pipefd[1], "cannot redirect stdio to /dev/null: %s", strerror(errno));
+        _exit(EXIT_RUNTIME);
+    }
+    if (devnull > STDERR_FILENO)
+        close(devnull);
+    *ready_fd = pipefd[1];
+    return 0;
+}
+
+/* Tells the started process how startup ended: msg NULL for "ready". */
+static void main_report_ready(int ready_fd, const char *msg)
+{
+    if (ready_fd < 0)
+        return;
+    if (msg == NULL) {
+        if (write(ready_fd, "", 1) != 1) {
+            /* The started process is gone: nobody to tell. */
+        }
+    } else {
+        dprintf(ready_fd, "%s", msg);
+    }
+    close(ready_fd);
+}
+
+static void main_log_startup(const config *cfg)
+{
+    int v6 = strchr(cfg->listen_addr, ':') != NULL;
+
+    log_msg(LOG_INFO,
+            "sessiond %s started (pid %ld, %s): listen %s%s%s:%d%s, max-memory %zu bytes, "
+            "max-ttl %u s%s",
+            SESSIOND_VERSION, (long)getpid(), cfg->foreground ? "foreground" : "daemon",
+            v6 ? "[" : "", cfg->listen_addr, v6 ? "]" : "", cfg->port,
+            cfg->port == 0 ? " (any free port)" : "", cfg->max_memory, (unsigned)cfg->max_ttl,
+            cfg->debug ? ", debug" : "");
+}
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    char err[PATH_MAX + 256]; /* room for a path in the message */
+    char pidfile[PATH_MAX];
+    int have_pidfile = 0;
+    int ready_fd = -1;
+    int status = EXIT_RUNTIME;
+    server *srv = NULL;
+
+    switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
+    case CONFIG_HELP:
+        fputs(config_usage(), stdout);
+        return fflush(stdout) == 0 ? 0 : EXIT_RUNTIME;
+    case CONFIG_VERSION:
+        printf("sessiond %s\n", SESSIOND_VERSION);
+        return fflush(stdout) == 0 ? 0 : EXIT_RUNTIME;
+    case CONFIG_ERROR:
+        fprintf(stderr, "sessiond: %s. Try 'sessiond --help'.\n", err);
+        return EXIT_USAGE;
+    case CONFIG_RUN:
+        break;
+    }
+
+    /* Logging to a pipe whose reader left must not kill us (the server
+     * ignores SIGPIPE too, but only once its loop starts). */
+    signal(SIGPIPE, SIG_IGN);
+    if (main_guard_stdio() != 0) {
+        fprintf(stderr, "sessiond: cannot open /dev/null: %s\n", strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    log_init(!cfg.foreground, cfg.debug);
+    if (cfg.pidfile != NULL) {
+        if (main_absolute_path(cfg.pidfile, pidfile, sizeof(pidfile), err, sizeof(err)) != 0)
+            goto fail_print;
+        have_pidfile = 1;
+    }
+
+    srv = server_create(&cfg, err, sizeof(err));
+    if (srv == NULL)
+        goto fail_print;
+    if (!cfg.foreground && main_daemonize(&ready_fd, err, sizeof(err)) != 0)
+        goto fail_print;
+    if (have_pidfile && main_write_pidfile(pidfile, err, sizeof(err)) != 0) {
+        have_pidfile = 0;
+        goto fail_print;
+    }
+    main_report_ready(ready_fd, NULL);
+    ready_fd = -1;
+    main_log_startup(&cfg);
+
+    status = server_run(srv) == 0 ? 0 : EXIT_RUNTIME;
+    server_free(srv);
+    if (have_pidfile)
+        main_remove_pidfile(pidfile);
+    log_msg(LOG_INFO, "exiting with status %d", status);
+    return status;
+
+fail_print:
+    /* One line for whoever started us: the terminal, or through the pipe
+     * once detached; syslog gets it too when that is where logs go. */
+    if (ready_fd >= 0)
+        main_report_ready(ready_fd, err);
+    else
+        fprintf(stderr, "sessiond: %s\n", err);
+    if (!cfg.foreground)
+        log_msg(LOG_ERR, "%s", err);
+    server_free(srv);
+    return EXIT_RUNTIME;
+}

@@ -1,0 +1,1296 @@
+/* check_daemon.c — a real sessiond process, driven over loopback UDP.
+ *
+ * Every test starts its own daemon ($SESSIOND, through tests/lib/harness.c)
+ * on an ephemeral port, so counters start at zero and tests never collide.
+ * What is covered: NEW then GET returns the same bytes (1 byte up to the
+ * largest value a datagram carries); unknown keys answer 0x80 with the key
+ * echoed; REMOVE; NEW replacing; TTL expiry (request timeout and the
+ * --max-ttl cap); every malformed case and oversized datagrams dropped
+ * unanswered and counted by reason while valid GETs keep being answered; the
+ * stats line after a known sequence; the byte budget; bad flags; --help and
+ * -V; signals; the pidfile; daemon mode; two clients interleaved; a
+ * pipelined burst; and that debug logs never carry keys or values.
+ *
+ * Synchronisation without sleeps: the daemon reads its one socket in order,
+ * so after sending anything on a socket, a GET on the same socket (or any
+ * socket, sent later) is answered only after everything before it was
+ * handled. A "sync" GET therefore proves earlier NEWs were stored and earlier
+ * bad datagrams were counted (and, as its answer is the first datagram to
+ * come back, that none of them was answered). Only the expiry test and the
+ * daemon-mode test wait for a condition by polling, with bounds.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "harness.h"
+#include "proto.h"
+
+#define ANSWER_TIMEOUT_MS 3000
+#define STATS_LINE        2048
+#define BIG               (PROTO_MAX_DATAGRAM + 64)
+
+static uint8_t answer[BIG];
+static uint8_t request[BIG];
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void start(th_daemon *d, const char *const *extra)
+{
+    ck_assert_msg(th_daemon_start(d, extra) == 0, "sessiond did not start (is SESSIOND set?)");
+}
+
+static void stop_ok(th_daemon *d)
+{
+    ck_assert_int_eq(th_daemon_stop(d), 0);
+}
+
+/* A distinct 32-byte key per (tag, n), all bytes non-zero. */
+static void make_key(uint8_t key[PROTO_V1_KEY_LEN], unsigned tag, unsigned n)
+{
+    for (unsigned i = 0; i < PROTO_V1_KEY_LEN; i++)
+        key[i] = (uint8_t)(1 + ((tag * 131u + n * 7u + i * 13u + (n >> 8) * 29u) % 251u));
+    key[0] = (uint8_t)tag;
+    key[1] = (uint8_t)(n & 0xff);
+    key[2] = (uint8_t)(n >> 8);
+}
+
+static void make_value(uint8_t *value, size_t len, unsigned seed)
+{
+    uint32_t x = 2463534242u ^ seed;
+
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        value[i] = (uint8_t)x;
+    }
+}
+
+static void send_all(int fd, const void *buf, size_t len)
+{
+    ssize_t n = send(fd, buf, len, 0);
+
+    ck_assert_msg(n == (ssize_t)len, "send of %zu bytes: %zd (%s)", len, n, strerror(errno));
+}
+
+static void send_op(int fd, uint8_t type, uint16_t timeout, const uint8_t key[PROTO_V1_KEY_LEN],
+                    const uint8_t *value, size_t value_len)
+{
+    size_t len = 0;
+
+    ck_assert_int_eq(proto_v1_encode(request, sizeof(request), type, timeout, key, PROTO_V1_KEY_LEN,
+                                     value, value_len, &len),
+                     PROTO_OK);
+    send_all(fd, request, len);
+}
+
+/* GETs key and checks the answer's frame: version, the key echoed, and
+ * the type. Returns the answer's length. */
+static size_t get_expect(int fd, const uint8_t key[PROTO_V1_KEY_LEN], uint8_t type)
+{
+    uint8_t get[PROTO_V1_HEADER_LEN];
+    size_t len = 0;
+    ssize_t n;
+
+    ck_assert_int_eq(
+        proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL, 0, &len),
+        PROTO_OK);
+    n = th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
+    ck_assert_msg(n >= PROTO_V1_HEADER_LEN, "GET: no answer (%zd)", n);
+    ck_assert_int_eq(answer[0], PROTO_V1_VERSION);
+    ck_assert_msg(answer[1] == type, "GET answered type 0x%02x, expected 0x%02x", answer[1], type);
+    ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
+    if (type == PROTO_V1_NOT_FOUND)
+        ck_assert_int_eq(n, PROTO_V1_HEADER_LEN);
+    return (size_t)n;
+}
+
+static void expect_hit(int fd, const uint8_t key[PROTO_V1_KEY_LEN], const uint8_t *value,
+                       size_t value_len)
+{
+    size_t n = get_expect(fd, key, PROTO_V1_FOUND);
+
+    ck_assert_uint_eq(n, PROTO_V1_HEADER_LEN + value_len);
+    ck_assert_msg(memcmp(answer + PROTO_V1_HEADER_LEN, value, value_len) == 0,
+                  "value of %zu bytes came back different", value_len);
+}
+
+static void expect_miss(int fd, const uint8_t key[PROTO_V1_KEY_LEN])
+{
+    get_expect(fd, key, PROTO_V1_NOT_FOUND);
+}
+
+/* A GET of a key never stored: its answer proves everything sent before it
+ * was handled, and, being the first datagram back, that none of it was
+ * answered. */
+static void sync_get(int fd)
+{
+    uint8_t key[PROTO_V1_KEY_LEN];
+
+    make_key(key, 0xEE, 0xEEE);
+    expect_miss(fd, key);
+}
+
+static long long stat_of(th_daemon *d, const char *name)
+{
+    char line[STATS_LINE];
+    long long v;
+
+    ck_assert_int_eq(th_daemon_stats(d, line, sizeof(line)), 0);
+    v = th_stat(line, name);
+    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
+    return v;
+}
+
+static void get_stats(th_daemon *d, char *line)
+{
+    ck_assert_int_eq(th_daemon_stats(d, line, STATS_LINE), 0);
+}
+
+static long long field(const char *line, const char *name)
+{
+    long long v = th_stat(line, name);
+
+    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
+    return v;
+}
+
+static int log_contains(th_daemon *d, const char *needle)
+{
+    int found;
+
+    pthread_mutex_lock(&d->lock);
+    found = d->log != NULL && strstr(d->log, needle) != NULL;
+    pthread_mutex_unlock(&d->lock);
+    return found;
+}
+
+static size_t log_length(th_daemon *d)
+{
+    size_t len;
+
+    pthread_mutex_lock(&d->lock);
+    len = d->log_len;
+    pthread_mutex_unlock(&d->lock);
+    return len;
+}
+
+/* Waits (bounded) for the daemon's output to end, i.e. for it to exit. */
+static int wait_output_closed(th_daemon *d, int timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    int closed;
+
+    pthread_mutex_lock(&d->lock);
+    while (!d->log_closed && now_ms() < end) {
+        struct timespec deadline;
+
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_nsec += 100 * 1000 * 1000;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&d->grew, &d->lock, &deadline);
+    }
+    closed = d->log_closed;
+    pthread_mutex_unlock(&d->lock);
+    return closed ? 0 : -1;
+}
+
+/* Receives one datagram within ANSWER_TIMEOUT_MS: its length, or -1. */
+static ssize_t recv_answer(int fd, uint8_t *buf, size_t cap)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+    if (poll(&pfd, 1, ANSWER_TIMEOUT_MS) != 1)
+        return -1;
+    return recv(fd, buf, cap, 0);
+}
+
+static int ipv6_loopback_works(void)
+{
+    struct sockaddr_in6 sin6;
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    int ok;
+
+    if (fd < 0)
+        return 0;
+    memset(&sin6, 0, sizeof(sin6));
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr = in6addr_loopback;
+    ok = bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == 0;
+    close(fd);
+    return ok;
+}
+
+static int udp6_connect(int port)
+{
+    struct sockaddr_in6 sin6;
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    memset(&sin6, 0, sizeof(sin6));
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr = in6addr_loopback;
+    sin6.sin6_port = htons((uint16_t)port);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+    return fd;
+}
+
+static int connect_v4(th_daemon *d)
+{
+    int fd = th_udp_connect(d->port);
+
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
+/* A UDP port free a moment ago, for the one test whose daemon cannot tell
+ * us the port it picked (it logs to syslog). */
+static int free_udp_port(void)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    int port = -1;
+
+    ck_assert_int_ge(fd, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
+        port = ntohs(sin.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Reads a pid from a pidfile: > 0, or -1 if absent or not (yet) a number
+ * followed by a newline. */
+static pid_t read_pidfile(const char *path)
+{
+    char buf[64];
+    FILE *f = fopen(path, "r");
+    size_t n;
+    char *end;
+    long pid;
+
+    if (f == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    pid = strtol(buf, &end, 10);
+    if (end == buf || *end != '\n' || pid <= 0)
+        return -1;
+    return (pid_t)pid;
+}
+
+/* Waits, on inotify events for `dir` (watched by `ifd` since before the
+ * daemon started, so no event is missed), until `path` holds a pid. */
+static pid_t wait_pidfile(int ifd, const char *path, int timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    pid_t pid;
+
+    while ((pid = read_pidfile(path)) <= 0) {
+        struct pollfd pfd = {.fd = ifd, .events = POLLIN};
+        char events[4096];
+        int64_t left = end - now_ms();
+
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            return -1;
+        if (read(ifd, events, sizeof(events)) < 0 && errno != EINTR)
+            return -1;
+    }
+    return pid;
+}
+
+/* Waits for a child's exit through a pidfd (bounded), then reaps it.
+ * Returns the exit status as th_daemon_stop does, or -1. */
+static int wait_exit(pid_t pid, int timeout_ms)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    struct pollfd pfd;
+    int status;
+
+    if (pidfd < 0)
+        return -1;
+    pfd.fd = pidfd;
+    pfd.events = POLLIN;
+    if (poll(&pfd, 1, timeout_ms) != 1) {
+        close(pidfd);
+        return -1;
+    }
+    close(pidfd);
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}
+
+/* ---- the protocol through a real daemon -------------------------------- */
+
+START_TEST(test_new_get_roundtrip)
+{
+    static const size_t sizes[] = {1, 140, 512, 950, 2000, 65000, PROTO_V1_MAX_VALUE};
+    static uint8_t value[PROTO_V1_MAX_VALUE];
+    uint8_t key[PROTO_V1_KEY_LEN];
+    char line[STATS_LINE];
+    size_t n_sizes = sizeof(sizes) / sizeof(sizes[0]);
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    for (size_t i = 0; i < n_sizes; i++) {
+        make_key(key, 1, (unsigned)i);
+        make_value(value, sizes[i], (unsigned)i);
+        send_op(fd, PROTO_V1_NEW, 300, key, value, sizes[i]);
+        expect_hit(fd, key, value, sizes[i]);
+    }
+    /* Each value again, after all were stored: none overwrote another. */
+    for (size_t i = 0; i < n_sizes; i++) {
+        make_key(key, 1, (unsigned)i);
+        make_value(value, sizes[i], (unsigned)i);
+        expect_hit(fd, key, value, sizes[i]);
+    }
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "puts"), (long long)n_sizes);
+    ck_assert_int_eq(field(line, "hits"), 2 * (long long)n_sizes);
+    ck_assert_int_eq(field(line, "entries"), (long long)n_sizes);
+    ck_assert_int_eq(field(line, "answers"), 2 * (long long)n_sizes);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_unknown_key)
+{
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t short_id[16];
+    uint8_t get[PROTO_V1_HEADER_LEN];
+    size_t len = 0;
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    make_key(key, 2, 1);
+    expect_miss(fd, key);
+
+    /* A short session ID travels zero-padded and comes back the same way. */
+    memset(short_id, 0x5a, sizeof(short_id));
+    ck_assert_int_eq(proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, short_id, sizeof(short_id),
+                                     NULL, 0, &len),
+                     PROTO_OK);
+    ck_assert_int_eq(th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS),
+                     PROTO_V1_HEADER_LEN);
+    ck_assert_int_eq(answer[1], PROTO_V1_NOT_FOUND);
+    ck_assert_mem_eq(answer + 4, get + 4, PROTO_V1_KEY_LEN);
+
+    ck_assert_int_eq(stat_of(&d, "misses"), 2);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_remove)
+{
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t other[PROTO_V1_KEY_LEN];
+    uint8_t value[300];
+    char line[STATS_LINE];
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    make_key(key, 3, 1);
+    make_key(other, 3, 2);
+    make_value(value, sizeof(value), 3);
+    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    send_op(fd, PROTO_V1_NEW, 0, other, value, sizeof(value));
+    expect_hit(fd, key, value, sizeof(value));
+    send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
+    expect_miss(fd, key);
+    /* Removing removes that key only, and twice is harmless. */
+    expect_hit(fd, other, value, sizeof(value));
+    send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
+    sync_get(fd);
+
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "removes"), 1);
+    ck_assert_int_eq(field(line, "entries"), 1);
+    ck_assert_int_eq(field(line, "bytes"), (long long)cache_entry_cost(PROTO_V1_KEY_LEN, 300));
+    ck_assert_int_eq(field(line, "malformed"), 0);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_new_replaces)
+{
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t first[100];
+    uint8_t second[700];
+    char line[STATS_LINE];
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    make_key(key, 4, 1);
+    make_value(first, sizeof(first), 41);
+    make_value(second, sizeof(second), 42);
+    send_op(fd, PROTO_V1_NEW, 0, key, first, sizeof(first));
+    expect_hit(fd, key, first, sizeof(first));
+    send_op(fd, PROTO_V1_NEW, 0, key, second, sizeof(second));
+    expect_hit(fd, key, second, sizeof(second));
+
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "puts"), 2);
+    ck_assert_int_eq(field(line, "entries"), 1);
+    ck_assert_int_eq(field(line, "bytes"),
+                     (long long)cache_entry_cost(PROTO_V1_KEY_LEN, sizeof(second)));
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+/* GETs key every 50 ms until it misses or the deadline passes (a bounded
+ * wait for a condition). Returns the time of the miss, or -1. */
+static int64_t poll_until_miss(int fd, const uint8_t key[PROTO_V1_KEY_LEN], int64_t deadline)
+{
+    uint8_t get[PROTO_V1_HEADER_LEN];
+    size_t len = 0;
+
+    ck_assert_int_eq(
+        proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL, 0, &len),
+        PROTO_OK);
+    while (now_ms() < deadline) {
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        ssize_t n = th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
+
+        ck_assert_int_ge(n, PROTO_V1_HEADER_LEN);
+        ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
+        if (answer[1] == PROTO_V1_NOT_FOUND)
+            return now_ms();
+        ck_assert_int_eq(answer[1], PROTO_V1_FOUND);
+        nanosleep(&pause, NULL);
+    }
+    return -1;
+}
+
+START_TEST(test_expiry)
+{
+    const char *const args[] = {"--max-ttl", "2", NULL};
+    uint8_t short_key[PROTO_V1_KEY_LEN];   /* timeout 1 s */
+    uint8_t default_key[PROTO_V1_KEY_LEN]; /* timeout 0: the daemon's max, 2 s */
+    uint8_t capped_key[PROTO_V1_KEY_LEN];  /* timeout 3600 s, capped to 2 s */
+    uint8_t value[200];
+    char line[STATS_LINE];
+    int64_t sent_at, short_gone, default_gone, capped_gone;
+    th_daemon d;
+    int fd;
+
+    start(&d, args);
+    fd = connect_v4(&d);
+    make_key(short_key, 5, 1);
+    make_key(default_key, 5, 2);
+    make_key(capped_key, 5, 3);
+    make_value(value, sizeof(value), 5);
+    sent_at = now_ms();
+    send_op(fd, PROTO_V1_NEW, 1, short_key, value, sizeof(value));
+    send_op(fd, PROTO_V1_NEW, 0, default_key, value, sizeof(value));
+    send_op(fd, PROTO_V1_NEW, 3600, capped_key, value, sizeof(value));
+    expect_hit(fd, short_key, value, sizeof(value));
+    expect_hit(fd, default_key, value, sizeof(value));
+    expect_hit(fd, capped_key, value, sizeof(value));
+
+    short_gone = poll_until_miss(fd, short_key, sent_at + 5000);
+    ck_assert_msg(short_gone > 0, "a 1 s entry was still there after 5 s");
+    /* 1 s on the daemon's millisecond clock: allow its truncation. */
+    ck_assert_int_ge(short_gone - sent_at, 990);
+    /* The longer-lived entries outlive the short one: the request's
+     * timeout counts, not only the maximum. */
+    if (now_ms() - sent_at < 1900)
+        expect_hit(fd, default_key, value, sizeof(value));
+
+    default_gone = poll_until_miss(fd, default_key, sent_at + 7000);
+    capped_gone = poll_until_miss(fd, capped_key, sent_at + 7000);
+    ck_assert_msg(default_gone > 0 && capped_gone > 0, "2 s entries still there after 7 s");
+    ck_assert_int_ge(default_gone - sent_at, 1990);
+    ck_assert_int_ge(capped_gone - sent_at, 1990);
+    /* The cap held: a 3600 s request lived about as long as --max-ttl. */
+    ck_assert_int_lt(capped_gone - sent_at, 6000);
+
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "expired"), 3);
+    ck_assert_int_eq(field(line, "entries"), 0);
+    ck_assert_int_eq(field(line, "bytes"), 0);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+/* ---- what the network must not be able to do -------------------------- */
+
+START_TEST(test_malformed_dropped_and_counted)
+{
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t planted[PROTO_V1_KEY_LEN];
+    uint8_t value[64];
+    uint8_t dgram[PROTO_V1_HEADER_LEN + 64];
+    char line[STATS_LINE];
+    size_t len = 0;
+    th_daemon d;
+    int fd;
+    struct {
+        const char *reason;
+        int expected;
+    } reasons[] = {{"short", 3},    {"version", 2},     {"type", 3},
+                   {"trailing", 2}, {"empty_value", 1}, {"too_long", 0}};
+    int total = 0;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    make_key(key, 6, 1);
+    make_key(planted, 6, 2);
+    make_value(value, sizeof(value), 6);
+    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+
+    /* short: empty, 1 byte, one byte less than a header */
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN,
+                                     NULL, 0, &len),
+                     PROTO_OK);
+    send_all(fd, dgram, 0);
+    send_all(fd, dgram, 1);
+    send_all(fd, dgram, PROTO_V1_HEADER_LEN - 1);
+    total += 3;
+    /* version: a NEW with version 2 (it must not be stored), a GET with 0 */
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_NEW, 0, planted,
+                                     PROTO_V1_KEY_LEN, value, sizeof(value), &len),
+                     PROTO_OK);
+    dgram[0] = 2;
+    send_all(fd, dgram, len);
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN,
+                                     NULL, 0, &len),
+                     PROTO_OK);
+    dgram[0] = 0;
+    send_all(fd, dgram, len);
+    total += 2;
+    /* type: unknown 0x03, and the two answer types sent as requests */
+    dgram[0] = PROTO_V1_VERSION;
+    dgram[1] = 0x03;
+    send_all(fd, dgram, len);
+    dgram[1] = PROTO_V1_NOT_FOUND;
+    send_all(fd, dgram, len);
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_FOUND, 0, key, PROTO_V1_KEY_LEN,
+                                     value, sizeof(value), &len),
+                     PROTO_OK);
+    send_all(fd, dgram, len);
+    total += 3;
+    /* trailing: a GET and a REMOVE with bytes after the header */
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN,
+                                     value, 1, &len),
+                     PROTO_OK);
+    send_all(fd, dgram, len);
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_REMOVE, 0, key,
+                                     PROTO_V1_KEY_LEN, value, 10, &len),
+                     PROTO_OK);
+    send_all(fd, dgram, len);
+    total += 2;
+    /* empty_value: a NEW with nothing to store */
+    ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_NEW, 0, planted,
+                                     PROTO_V1_KEY_LEN, NULL, 0, &len),
+                     PROTO_OK);
+    send_all(fd, dgram, len);
+    total += 1;
+
+    /* None was answered (the sync GET's answer comes back first), the
+     * daemon still answers, the bad REMOVE removed nothing, and the bad
+     * NEWs stored nothing. */
+    sync_get(fd);
+    expect_hit(fd, key, value, sizeof(value));
+    expect_miss(fd, planted);
+
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "malformed"), total);
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+        char name[64];
+
+        snprintf(name, sizeof(name), "malformed_%s", reasons[i].reason);
+        ck_assert_msg(field(line, name) == reasons[i].expected, "%s: %lld, expected %d", name,
+                      field(line, name), reasons[i].expected);
+    }
+    ck_assert_int_eq(field(line, "oversized"), 0);
+    ck_assert_int_eq(field(line, "puts"), 1);
+    ck_assert_int_eq(field(line, "answers"), 3);
+    ck_assert_int_eq(field(line, "datagrams"), total + 4);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+/* IPv4 cannot carry a UDP payload over 65507 bytes, so the sender's kernel
+ * refuses one; IPv6 carries up to 65527, which is how a too-long datagram
+ * reaches a daemon. */
+START_TEST(test_oversized_ipv6)
+{
+    const char *const args[] = {"-l", "::1", NULL};
+    static uint8_t big[65527];
+    uint8_t key[PROTO_V1_KEY_LEN];
+    char line[STATS_LINE];
+    size_t len = 0;
+    th_daemon d;
+    int fd;
+
+    if (!ipv6_loopback_works()) {
+        fprintf(stderr, "test_oversized_ipv6: skipped: no IPv6 loopback here\n");
+        return;
+    }
+    start(&d, args);
+    ck_assert_msg(log_contains(&d, "listening on [::1]:"), "IPv6 address not logged as [::1]");
+    fd = udp6_connect(d.port);
+    make_key(key, 7, 1);
+    /* Valid headers, so only the length is wrong. */
+    make_value(big, sizeof(big), 7);
+    ck_assert_int_eq(proto_v1_encode(big, sizeof(big), PROTO_V1_NEW, 0, key, PROTO_V1_KEY_LEN,
+                                     big + PROTO_V1_HEADER_LEN, PROTO_V1_MAX_VALUE, &len),
+                     PROTO_OK);
+    send_all(fd, big, PROTO_MAX_DATAGRAM + 1);
+    send_all(fd, big, sizeof(big));
+    sync_get(fd);
+    expect_miss(fd, key);
+
+    /* The largest valid datagram is still accepted over IPv6. */
+    send_all(fd, big, PROTO_MAX_DATAGRAM);
+    expect_hit(fd, key, big + PROTO_V1_HEADER_LEN, PROTO_V1_MAX_VALUE);
+
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "oversized"), 2);
+    ck_assert_int_eq(field(line, "malformed"), 2);
+    ck_assert_int_eq(field(line, "malformed_too_long"), 2);
+    ck_assert_int_eq(field(line, "puts"), 1);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_ipv4_refuses_oversized_send)
+{
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    /* Documents why the oversized case runs over IPv6. */
+    errno = 0;
+    ck_assert_int_lt(send(fd, request, PROTO_MAX_DATAGRAM + 1, 0), 0);
+    ck_assert_int_eq(errno, EMSGSIZE);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+/* ---- counters and limits ------------------------------------------------ */
+
+START_TEST(test_stats_sequence)
+{
+    uint8_t keys[3][PROTO_V1_KEY_LEN];
+    uint8_t unknown[PROTO_V1_KEY_LEN];
+    uint8_t value[500];
+    uint8_t replacement[250];
+    char line[STATS_LINE];
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "gets"), 0);
+    ck_assert_int_eq(field(line, "entries"), 0);
+
+    for (unsigned i = 0; i < 3; i++)
+        make_key(keys[i], 8, i);
+    make_key(unknown, 8, 99);
+    make_value(value, sizeof(value), 8);
+    make_value(replacement, sizeof(replacement), 9);
+    for (unsigned i = 0; i < 3; i++)
+        send_op(fd, PROTO_V1_NEW, 0, keys[i], value, sizeof(value));         /* puts 3 */
+    send_op(fd, PROTO_V1_NEW, 0, keys[2], replacement, sizeof(replacement)); /* puts 4 */
+    expect_hit(fd, keys[0], value, sizeof(value));                           /* gets 1, hits 1 */
+    expect_hit(fd, keys[2], replacement, sizeof(replacement));               /* gets 2, hits 2 */
+    expect_miss(fd, unknown);                                                /* gets 3, misses 1 */
+    send_op(fd, PROTO_V1_REMOVE, 0, keys[1], NULL, 0);                       /* removes 1 */
+    send_op(fd, PROTO_V1_REMOVE, 0, unknown, NULL, 0); /* absent: not counted */
+    expect_miss(fd, keys[1]);                          /* gets 4, misses 2 */
+
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "gets"), 4);
+    ck_assert_int_eq(field(line, "hits"), 2);
+    ck_assert_int_eq(field(line, "misses"), 2);
+    ck_assert_int_eq(field(line, "puts"), 4);
+    ck_assert_int_eq(field(line, "removes"), 1);
+    ck_assert_int_eq(field(line, "expired"), 0);
+    ck_assert_int_eq(field(line, "evicted"), 0);
+    ck_assert_int_eq(field(line, "rejected"), 0);
+    ck_assert_int_eq(field(line, "entries"), 2);
+    ck_assert_int_eq(field(line, "bytes"),
+                     (long long)(cache_entry_cost(PROTO_V1_KEY_LEN, sizeof(value)) +
+                                 cache_entry_cost(PROTO_V1_KEY_LEN, sizeof(replacement))));
+    ck_assert_int_eq(field(line, "malformed"), 0);
+    ck_assert_int_eq(field(line, "oversized"), 0);
+    ck_assert_int_eq(field(line, "datagrams"), 10);
+    ck_assert_int_eq(field(line, "answers"), 4);
+    ck_assert_int_eq(field(line, "unsent"), 0);
+    /* The line keeps its documented shape: these twelve first, in order. */
+    ck_assert_msg(strstr(line, "stats: gets=4 hits=2 misses=2 puts=4 removes=1 expired=0 "
+                               "evicted=0 rejected=0 entries=2 bytes=") != NULL,
+                  "stats line shape changed: %s", line);
+    ck_assert_ptr_nonnull(strstr(line, " malformed=0 oversized=0"));
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_byte_budget)
+{
+    const char *const args[] = {"--max-memory", "65536", NULL};
+    enum { STORED = 100, SIZE = 2000 };
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t value[SIZE];
+    char line[STATS_LINE];
+    long long entries, evicted, bytes;
+    th_daemon d;
+    int fd;
+
+    start(&d, args);
+    fd = connect_v4(&d);
+    for (unsigned i = 0; i < STORED; i++) {
+        make_key(key, 9, i);
+        make_value(value, sizeof(value), i);
+        send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    }
+    sync_get(fd);
+    get_stats(&d, line);
+    entries = field(line, "entries");
+    evicted = field(line, "evicted");
+    bytes = field(line, "bytes");
+    ck_assert_int_eq(field(line, "puts"), STORED);
+    ck_assert_int_gt(evicted, 0);
+    ck_assert_int_gt(entries, 0);
+    ck_assert_int_eq(entries + evicted, STORED);
+    ck_assert_int_le(bytes, 65536);
+    ck_assert_int_eq(bytes, entries * (long long)cache_entry_cost(PROTO_V1_KEY_LEN, SIZE));
+
+    /* Least recently used went first: the newest is there, the oldest not. */
+    make_key(key, 9, STORED - 1);
+    make_value(value, sizeof(value), STORED - 1);
+    expect_hit(fd, key, value, sizeof(value));
+    make_key(key, 9, 0);
+    expect_miss(fd, key);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+/* ---- the command line ------------------------------------------------- */
+
+static const char *sessiond_path(void)
+{
+    const char *bin = getenv("SESSIOND");
+
+    ck_assert_msg(bin != NULL && *bin != '\0', "SESSIOND is not set");
+    return bin;
+}
+
+/* Runs sessiond with a bad argument list (after -f -p 0, so a parser bug
+ * that lets it start fails by timing out rather than by grabbing a real
+ * port) and checks: non-zero exit, not a crash, exactly one line of
+ * output, which names the problem. */
+static void expect_refused(const char *a, const char *b, const char *named)
+{
+    const char *argv[] = {sessiond_path(), "-f", "-l", "127.0.0.1", "-p", "0", a, b, NULL};
+    char out[4096];
+    int rc = th_run(argv, out, sizeof(out));
+    char *newline = strchr(out, '\n');
+
+    ck_assert_msg(rc > 0 && rc < 128, "%s %s: exit status %d, output: %s", a, b ? b : "", rc, out);
+    ck_assert_msg(newline != NULL && newline[1] == '\0' && newline != out,
+                  "%s %s: expected exactly one line, got: \"%s\"", a, b ? b : "", out);
+    ck_assert_msg(strstr(out, named) != NULL, "%s %s: message does not name '%s': %s", a,
+                  b ? b : "", named, out);
+}
+
+START_TEST(test_bad_flags)
+{
+    expect_refused("--port", "abc", "abc");
+    expect_refused("--frob", NULL, "frob");
+    expect_refused("--max-memory", "12x", "12x");
+    expect_refused("-l", "1.2.3", "1.2.3");
+    expect_refused("-p", "70000", "70000");
+    expect_refused("--max-ttl", "soon", "soon");
+}
+END_TEST
+
+START_TEST(test_port_in_use)
+{
+    th_daemon d;
+    char port[16];
+    char out[4096];
+    const char *argv[] = {sessiond_path(), "-f", "-l", "127.0.0.1", "-p", port, NULL};
+    int rc;
+
+    start(&d, NULL);
+    snprintf(port, sizeof(port), "%d", d.port);
+    rc = th_run(argv, out, sizeof(out));
+    ck_assert_msg(rc > 0 && rc < 128, "second daemon on a busy port: status %d: %s", rc, out);
+    ck_assert_msg(strchr(out, '\n') != NULL && strchr(out, '\n')[1] == '\0',
+                  "expected one line: %s", out);
+    ck_assert_msg(strstr(out, port) != NULL, "message does not name the port: %s", out);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_help_and_version)
+{
+    const char *help[] = {sessiond_path(), "--help", NULL};
+    const char *version[] = {sessiond_path(), "-V", NULL};
+    static const char *const flags[] = {"--port",    "--listen",     "--foreground",
+                                        "--debug",   "--max-memory", "--max-ttl",
+                                        "--pidfile", "--help",       "--version"};
+    char out[8192];
+
+    ck_assert_int_eq(th_run(help, out, sizeof(out)), 0);
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        ck_assert_msg(strstr(out, flags[i]) != NULL, "--help does not mention %s", flags[i]);
+    ck_assert_int_eq(th_run(version, out, sizeof(out)), 0);
+    ck_assert_msg(strstr(out, SESSIOND_VERSION) != NULL, "-V printed: %s", out);
+}
+END_TEST
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+/* Sends signum, waits for the exit stats line and the end of the output,
+ * and returns the stats line. */
+static void stop_by_signal(th_daemon *d, int signum, char *stats, size_t cap)
+{
+    size_t from = log_length(d);
+    const char *hit;
+
+    ck_assert_int_eq(kill(d->pid, signum), 0);
+    ck_assert_int_eq(th_daemon_wait_log(d, "stats: ", from, 10000), 0);
+    pthread_mutex_lock(&d->lock);
+    hit = strstr(d->log + from, "stats: ");
+    snprintf(stats, cap, "%.*s", (int)strcspn(hit, "\n"), hit);
+    pthread_mutex_unlock(&d->lock);
+}
+
+START_TEST(test_sigterm_and_sigint)
+{
+    static const int signals[] = {SIGTERM, SIGINT};
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t value[64];
+    char line[STATS_LINE];
+
+    make_key(key, 10, 1);
+    make_value(value, sizeof(value), 10);
+    for (size_t i = 0; i < 2; i++) {
+        th_daemon d;
+        int fd;
+
+        start(&d, NULL);
+        fd = connect_v4(&d);
+        send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+        expect_hit(fd, key, value, sizeof(value));
+        stop_by_signal(&d, signals[i], line, sizeof(line));
+        ck_assert_int_eq(field(line, "puts"), 1);
+        ck_assert_int_eq(field(line, "hits"), 1);
+        /* Once the output has ended, th_daemon_stop sends no second signal
+         * that could hit the daemon mid-exit: the status is the daemon's. */
+        ck_assert_int_eq(wait_output_closed(&d, 10000), 0);
+        stop_ok(&d);
+        close(fd);
+    }
+}
+END_TEST
+
+START_TEST(test_sighup_and_sigusr1_keep_running)
+{
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t value[64];
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    /* Signals right after "listening on" must not kill it: they are held
+     * until the loop runs. */
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    ck_assert_int_eq(stat_of(&d, "gets"), 0);
+    fd = connect_v4(&d);
+    make_key(key, 11, 1);
+    make_value(value, sizeof(value), 11);
+    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+    expect_hit(fd, key, value, sizeof(value));
+    ck_assert_int_eq(stat_of(&d, "hits"), 1);
+    ck_assert_int_eq(stat_of(&d, "hits"), 1);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_pidfile_foreground)
+{
+    char dir[256];
+    char path[300];
+    const char *args[] = {"--pidfile", path, NULL};
+    struct stat st;
+    th_daemon d;
+    int ifd;
+    pid_t pid;
+
+    ck_assert_int_eq(th_tmpdir(dir, sizeof(dir)), 0);
+    snprintf(path, sizeof(path), "%s/sessiond.pid", dir);
+    ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    ck_assert_int_ge(ifd, 0);
+    ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO), 0);
+    start(&d, args);
+    pid = wait_pidfile(ifd, path, 10000);
+    ck_assert_int_eq(pid, d.pid);
+    stop_ok(&d);
+    ck_assert_msg(stat(path, &st) != 0 && errno == ENOENT, "pidfile left behind");
+    close(ifd);
+    th_rmtree(dir);
+}
+END_TEST
+
+/* Without -f: sessiond double-forks, detaches and logs to syslog. This
+ * process becomes a subreaper, so the detached daemon is reparented to it
+ * and can be waited for. Assertions come after cleanup, so a failure never
+ * leaves a daemon running. */
+START_TEST(test_daemon_mode)
+{
+    char dir[256];
+    char path[300];
+    char port[16];
+    char out[4096];
+    const char *argv[] = {sessiond_path(), "-l", "127.0.0.1", "-p", port, "--pidfile", path, NULL};
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t get[PROTO_V1_HEADER_LEN];
+    size_t get_len = 0;
+    struct stat st;
+    int ifd, fd, launcher_rc, exit_rc = -1, pidfile_gone;
+    ssize_t answered = -1;
+    pid_t pid;
+
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    ck_assert_int_eq(th_tmpdir(dir, sizeof(dir)), 0);
+    snprintf(path, sizeof(path), "%s/sessiond.pid", dir);
+    snprintf(port, sizeof(port), "%d", free_udp_port());
+    ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    ck_assert_int_ge(ifd, 0);
+    ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO), 0);
+    make_key(key, 12, 1);
+    ck_assert_int_eq(proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL,
+                                     0, &get_len),
+                     PROTO_OK);
+
+    launcher_rc = th_run(argv, out, sizeof(out));
+    pid = wait_pidfile(ifd, path, 10000);
+    if (pid > 0) {
+        fd = th_udp_connect(atoi(port));
+        if (fd >= 0) {
+            answered =
+                th_udp_roundtrip(fd, get, get_len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
+            close(fd);
+        }
+        kill(pid, SIGTERM);
+        exit_rc = wait_exit(pid, 10000);
+        if (exit_rc < 0) {
+            kill(pid, SIGKILL);
+            wait_exit(pid, 10000);
+        }
+    }
+    pidfile_gone = stat(path, &st) != 0 && errno == ENOENT;
+    close(ifd);
+    th_rmtree(dir);
+
+    ck_assert_msg(launcher_rc == 0, "sessiond (daemon mode) exited %d: %s", launcher_rc, out);
+    ck_assert_msg(pid > 0, "no pidfile appeared within 10 s");
+    ck_assert_int_eq(answered, PROTO_V1_HEADER_LEN);
+    ck_assert_int_eq(answer[1], PROTO_V1_NOT_FOUND);
+    ck_assert_int_eq(exit_rc, 0);
+    ck_assert_msg(pidfile_gone, "pidfile left behind");
+}
+END_TEST
+
+/* ---- several clients, many requests ----------------------------------- */
+
+START_TEST(test_two_clients_interleaved)
+{
+    enum { ROUNDS = 100 };
+    uint8_t key_a[PROTO_V1_KEY_LEN], key_b[PROTO_V1_KEY_LEN];
+    uint8_t value[180];
+    uint8_t get_a[PROTO_V1_HEADER_LEN], get_b[PROTO_V1_HEADER_LEN];
+    uint8_t ans_a[PROTO_V1_HEADER_LEN + 200], ans_b[PROTO_V1_HEADER_LEN + 200];
+    size_t len = 0;
+    th_daemon d;
+    int a, b;
+
+    start(&d, NULL);
+    a = connect_v4(&d);
+    b = connect_v4(&d);
+    for (unsigned i = 0; i < ROUNDS; i++) {
+        /* What one client stores, the other reads and removes. */
+        make_key(key_a, 13, i);
+        make_value(value, sizeof(value), i);
+        send_op(a, PROTO_V1_NEW, 0, key_a, value, sizeof(value));
+        expect_hit(b, key_a, value, sizeof(value));
+        send_op(b, PROTO_V1_REMOVE, 0, key_a, NULL, 0);
+        expect_miss(a, key_a);
+    }
+    /* Both ask at once; each gets its own answer. */
+    make_key(key_a, 14, 1);
+    make_key(key_b, 14, 2);
+    make_value(value, sizeof(value), 14);
+    send_op(a, PROTO_V1_NEW, 0, key_a, value, sizeof(value));
+    ck_assert_int_eq(proto_v1_encode(get_a, sizeof(get_a), PROTO_V1_GET, 0, key_a, PROTO_V1_KEY_LEN,
+                                     NULL, 0, &len),
+                     PROTO_OK);
+    ck_assert_int_eq(proto_v1_encode(get_b, sizeof(get_b), PROTO_V1_GET, 0, key_b, PROTO_V1_KEY_LEN,
+                                     NULL, 0, &len),
+                     PROTO_OK);
+    send_all(a, get_a, sizeof(get_a));
+    send_all(b, get_b, sizeof(get_b));
+    ck_assert_int_eq(recv_answer(b, ans_b, sizeof(ans_b)), PROTO_V1_HEADER_LEN);
+    ck_assert_int_eq(ans_b[1], PROTO_V1_NOT_FOUND);
+    ck_assert_mem_eq(ans_b + 4, key_b, PROTO_V1_KEY_LEN);
+    ck_assert_int_eq(recv_answer(a, ans_a, sizeof(ans_a)),
+                     PROTO_V1_HEADER_LEN + (ssize_t)sizeof(value));
+    ck_assert_int_eq(ans_a[1], PROTO_V1_FOUND);
+    ck_assert_mem_eq(ans_a + 4, key_a, PROTO_V1_KEY_LEN);
+    ck_assert_mem_eq(ans_a + PROTO_V1_HEADER_LEN, value, sizeof(value));
+
+    ck_assert_int_eq(stat_of(&d, "hits"), ROUNDS + 1);
+    close(a);
+    close(b);
+    stop_ok(&d);
+}
+END_TEST
+
+/* Many requests in flight at once: the daemon's batched receive and send
+ * must answer each, in order, to the right key. */
+START_TEST(test_pipelined_burst)
+{
+    enum { STORED = 100, KEYSPACE = 200, TOTAL = 2000, WINDOW = 48 };
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t value[220];
+    uint8_t get[PROTO_V1_HEADER_LEN];
+    char line[STATS_LINE];
+    size_t len = 0;
+    unsigned sent = 0, received = 0;
+    th_daemon d;
+    int fd;
+
+    start(&d, NULL);
+    fd = connect_v4(&d);
+    for (unsigned i = 0; i < STORED; i++) {
+        make_key(key, 15, i);
+        make_value(value, sizeof(value), i);
+        send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    }
+    sync_get(fd);
+    while (received < TOTAL) {
+        ssize_t n;
+        unsigned want;
+
+        while (sent < TOTAL && sent - received < WINDOW) {
+            make_key(key, 15, sent % KEYSPACE);
+            ck_assert_int_eq(proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key,
+                                             PROTO_V1_KEY_LEN, NULL, 0, &len),
+                             PROTO_OK);
+            send_all(fd, get, len);
+            sent++;
+        }
+        n = recv_answer(fd, answer, sizeof(answer));
+        ck_assert_msg(n >= PROTO_V1_HEADER_LEN, "answer %u of %u lost", received, TOTAL);
+        want = received % KEYSPACE;
+        make_key(key, 15, want);
+        ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
+        if (want < STORED) {
+            make_value(value, sizeof(value), want);
+            ck_assert_int_eq(n, PROTO_V1_HEADER_LEN + (ssize_t)sizeof(value));
+            ck_assert_int_eq(answer[1], PROTO_V1_FOUND);
+            ck_assert_mem_eq(answer + PROTO_V1_HEADER_LEN, value, sizeof(value));
+        } else {
+            ck_assert_int_eq(n, PROTO_V1_HEADER_LEN);
+            ck_assert_int_eq(answer[1], PROTO_V1_NOT_FOUND);
+        }
+        received++;
+    }
+    get_stats(&d, line);
+    ck_assert_int_eq(field(line, "answers"), TOTAL + 1);
+    ck_assert_int_eq(field(line, "hits"), TOTAL / 2);
+    ck_assert_int_eq(field(line, "unsent"), 0);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+/* -d logs every operation, and never a key or a value. */
+START_TEST(test_debug_log_has_no_secrets)
+{
+    const char *const args[] = {"-d", NULL};
+    static const char secret_id[PROTO_V1_KEY_LEN + 1] = "SECRETID-0123456789abcdefghijklm";
+    static const char secret_value[] = "MASTERKEY-zyxwvutsrqponmlkjihgfedcba-9876543210";
+    static const char *const leaks[] = {"SECRETID",     "MASTERKEY",    "534543524554",
+                                        "736563726574", "4d4153544552", "6d6173746572"};
+    const uint8_t *key = (const uint8_t *)secret_id;
+    th_daemon d;
+    int fd;
+
+    start(&d, args);
+    fd = connect_v4(&d);
+    send_op(fd, PROTO_V1_NEW, 0, key, (const uint8_t *)secret_value, sizeof(secret_value));
+    expect_hit(fd, key, (const uint8_t *)secret_value, sizeof(secret_value));
+    send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
+    expect_miss(fd, key);
+    /* A malformed datagram full of secrets, too. */
+    memcpy(request, "\x07\x00\x00\x00", 4);
+    memcpy(request + 4, secret_id, PROTO_V1_KEY_LEN);
+    memcpy(request + PROTO_V1_HEADER_LEN, secret_value, sizeof(secret_value));
+    send_all(fd, request, PROTO_V1_HEADER_LEN + sizeof(secret_value));
+    sync_get(fd);
+    ck_assert_int_eq(stat_of(&d, "malformed"), 1);
+
+    ck_assert_msg(log_contains(&d, "value_len="), "-d did not log the operations");
+    for (size_t i = 0; i < sizeof(leaks) / sizeof(leaks[0]); i++)
+        ck_assert_msg(!log_contains(&d, leaks[i]), "the log contains %s", leaks[i]);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_ipv6_roundtrip)
+{
+    const char *const args[] = {"-l", "::1", NULL};
+    uint8_t key[PROTO_V1_KEY_LEN];
+    uint8_t value[400];
+    th_daemon d;
+    int fd;
+
+    if (!ipv6_loopback_works()) {
+        fprintf(stderr, "test_ipv6_roundtrip: skipped: no IPv6 loopback here\n");
+        return;
+    }
+    start(&d, args);
+    fd = udp6_connect(d.port);
+    make_key(key, 16, 1);
+    make_value(value, sizeof(value), 16);
+    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    expect_hit(fd, key, value, sizeof(value));
+    close(fd);
+    /* IPV6_V6ONLY: the IPv4 loopback does not reach it. */
+    fd = connect_v4(&d);
+    make_key(key, 16, 2);
+    ck_assert_int_eq(proto_v1_encode(request, sizeof(request), PROTO_V1_GET, 0, key,
+                                     PROTO_V1_KEY_LEN, NULL, 0, NULL),
+                     PROTO_OK);
+    ck_assert_int_le(
+        th_udp_roundtrip(fd, request, PROTO_V1_HEADER_LEN, answer, sizeof(answer), 200), 0);
+    close(fd);
+    stop_ok(&d);
+}
+END_TEST
+
+static Suite *daemon_suite(void)
+{
+    Suite *s = suite_create("daemon");
+    TCase *tc;
+
+    tc = tcase_create("protocol");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_new_get_roundtrip);
+    tcase_add_test(tc, test_unknown_key);
+    tcase_add_test(tc, test_remove);
+    tcase_add_test(tc, test_new_replaces);
+    tcase_add_test(tc, test_expiry);
+    tcase_add_test(tc, test_ipv6_roundtrip);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hostile_input");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_malformed_dropped_and_counted);
+    tcase_add_test(tc, test_oversized_ipv6);
+    tcase_add_test(tc, test_ipv4_refuses_oversized_send);
+    tcase_add_test(tc, test_debug_log_has_no_secrets);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("counters_and_limits");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_stats_sequence);
+    tcase_add_test(tc, test_byte_budget);
+    tcase_add_test(tc, test_two_clients_interleaved);
+    tcase_add_test(tc, test_pipelined_burst);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("command_line");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_bad_flags);
+    tcase_add_test(tc, test_port_in_use);
+    tcase_add_test(tc, test_help_and_version);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("lifecycle");
+    /* Longer than th_run's own 30 s limit, so a daemon-mode start that hangs
+     * ends in th_run and the test's cleanup, not in Check killing the test
+     * process with the detached daemon still running. */
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_sigterm_and_sigint);
+    tcase_add_test(tc, test_sighup_and_sigusr1_keep_running);
+    tcase_add_test(tc, test_pidfile_foreground);
+    tcase_add_test(tc, test_daemon_mode);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(daemon_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
