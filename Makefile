@@ -74,6 +74,8 @@ PCFILE      := $(BUILD)/libsessionc.pc
 
 .PHONY: all deps run check test sanitize bench lint format install uninstall clean
 .DEFAULT_GOAL := all
+# Keep objects that only feed a test or bench binary (make would delete them as intermediates).
+.SECONDARY:
 
 all: $(SESSIOND) $(if $(CLIENT_SRC),$(LIBSC_A) $(LIBSC_SO) $(PCFILE)) $(SESSIONCTL) $(CONTRIB_BIN)
 
