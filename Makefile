@@ -37,7 +37,7 @@ endif
 
 # Debian packages: what building needs, and what the test suite runs against.
 DEPS_BUILD := libevent-dev libssl-dev uthash-dev pkg-config
-DEPS_TEST  := check openssl stunnel4 cppcheck
+DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev
 DEPS_BENCH := memcached gnuplot-nox
 
 PKG_CONFIG ?= pkg-config
@@ -57,6 +57,7 @@ TESTLIB_SRC := $(wildcard tests/lib/*.c)
 TEST_SRC    := $(wildcard tests/unit/*.c tests/integration/*.c)
 CONTRIB_SRC := $(wildcard contrib/*.c)
 BENCH_SRC   := $(wildcard tests/bench/*.c)
+FUZZ_SRC    := $(wildcard tests/fuzz/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -70,9 +71,11 @@ SESSIONCTL  := $(if $(wildcard client/sessionctl.c),$(BUILD)/sessionctl)
 CONTRIB_BIN := $(patsubst contrib/%.c,$(BUILD)/%,$(CONTRIB_SRC))
 TEST_BIN    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+FUZZ_BIN    := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 10
 PCFILE      := $(BUILD)/libsessionc.pc
 
-.PHONY: all deps run check test sanitize bench lint format install uninstall clean
+.PHONY: all deps run check test sanitize bench fuzz fuzz-smoke lint format install uninstall clean
 .DEFAULT_GOAL := all
 # Keep objects that only feed a test or bench binary (make would delete them as intermediates).
 .SECONDARY:
@@ -92,6 +95,7 @@ check: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 test
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 test
@@ -104,6 +108,27 @@ bench: deps
 	@DEPS="$(DEPS_BENCH)" tests/deps.sh
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	tests/bench/run.sh $(BUILD)
+
+# libFuzzer harnesses (clang): each tests/fuzz/NAME.c is built with the codec and
+# daemon sources and runs over its seed corpus tests/fuzz/corpus/NAME/.
+fuzz: $(FUZZ_BIN)
+
+# A short bounded run of every harness: part of make check.
+fuzz-smoke: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	    name=$${f##*/}; mkdir -p build/fuzz/corpus-$$name; \
+	    echo "== fuzz $$name ($(FUZZ_SECONDS) s)"; \
+	    if ! $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$name \
+	        tests/fuzz/corpus/$$name > build/fuzz/$$name.log 2>&1; then \
+	        tail -50 build/fuzz/$$name.log; echo "fuzz $$name: FAILED"; exit 1; fi; \
+	    grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log; \
+	done
+
+build/fuzz/%: tests/fuzz/%.c $(PROTO_SRC) $(DAEMON_SRC) $(wildcard proto/*.h sessiond/*.h)
+	@mkdir -p $(@D)
+	clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -Iproto -Isessiond -DSESSIOND_VERSION='"$(VERSION)"' $(PKG_CFLAGS) \
+	    -o $@ $< $(PROTO_SRC) $(DAEMON_SRC) $(EVENT_LIBS) $(SSL_LIBS)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \

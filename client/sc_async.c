@@ -1,0 +1,404 @@
+/* sc_async.c — the event-loop mode (SC_ATTACH_ASYNC): session lookups that
+ * never block the thread running the handshake.
+ *
+ * Why a ClientHello callback and not SSL_magic_pending_session_ptr(): that
+ * pointer and SSL_ERROR_PENDING_SESSION exist in BoringSSL and Tongsuo, not
+ * in OpenSSL (3.0 has neither). OpenSSL's way to suspend a server handshake
+ * early is the ClientHello callback returning SSL_CLIENT_HELLO_RETRY:
+ * SSL_do_handshake then fails with SSL_ERROR_WANT_CLIENT_HELLO_CB and runs
+ * the callback again on the next call. That callback runs before OpenSSL
+ * looks the session up, so it prefetches:
+ *
+ * 1. first call: work out which ID OpenSSL will look up (below), send the GET
+ *    on a socket owned by this SSL's pending state (SSL ex_data, freed by
+ *    SSL_free through the index's free callback), return RETRY;
+ * 2. later calls: non-blocking receive; the answer (found or not) or the
+ *    deadline ends the lookup and the callback returns SUCCESS, otherwise
+ *    RETRY again;
+ * 3. OpenSSL goes on, calls the get-session callback, which hands over the
+ *    prefetched session if the ID matches, else NULL (a full handshake). It
+ *    never sends anything itself.
+ *
+ * Which ID: if the ClientHello offers TLS 1.3 and this SSL allows it, the
+ * handshake will be TLS 1.3 and OpenSSL looks up the first pre_shared_key
+ * identity, but only a 32-byte one (a stateful ticket: the server sets
+ * SSL_OP_NO_TICKET); stateless tickets are longer and never reach the
+ * cache. Otherwise (TLS 1.2 and below) it looks up the legacy session ID,
+ * unless the client sent a ticket the server will decrypt instead. The
+ * guess costs nothing when wrong: the get callback compares IDs.
+ *
+ * The fd to wait on is the pending state's own connected socket: an event
+ * loop can wait on it alone, and only this SSL's answer arrives there.
+ * Cost: a socket() + connect() + close() per asynchronous lookup (a few
+ * microseconds); sharing the thread's socket would need a demultiplexer
+ * that hands answers to the right SSL, which v2's request IDs make easy
+ * later.
+ *
+ * Known limits: OpenSSL has a single ClientHello callback per SSL_CTX, so
+ * async mode takes it; an application with its own calls
+ * sc_client_hello_cb from it. The internal session cache is still searched
+ * by OpenSSL after our prefetch, so a lookup is sent even when it would
+ * have hit locally. A lookup is not retried on another server after a
+ * timeout (same rule as the blocking mode); after a socket error it is.
+ */
+#include "sc_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/tls1.h>
+
+/* Initial value buffer; larger sessions are asked for again with the exact
+ * size the first answer announced. */
+#define SC_PENDING_DER 2048
+
+enum sc_pending_state {
+    SC_PENDING_SENT = 1, /* a GET is out; fd is open */
+    SC_PENDING_DONE,     /* answered, timed out or given up; fd is closed */
+};
+
+typedef struct sc_pending {
+    sc_client *client;
+    enum sc_pending_state state;
+    int fd;
+    int64_t deadline_ns;
+    uint8_t request[PROTO_V1_HEADER_LEN]; /* the GET; the key is at +4 */
+    uint8_t order[SC_MAX_SERVERS];        /* servers in the key's order */
+    size_t norder, next;                  /* next: the first not yet tried */
+    size_t server;                        /* the one asked now */
+    sc_admit how;
+    int asked_again; /* the first answer was larger than der_cap */
+    int found;
+    uint8_t *der;
+    size_t der_cap, der_len;
+} sc_pending;
+
+static void sc_pending_close(sc_pending *p)
+{
+    if (p->fd >= 0)
+        close(p->fd);
+    p->fd = -1;
+}
+
+static void sc_pending_destroy(sc_pending *p)
+{
+    if (p == NULL)
+        return;
+    if (p->state == SC_PENDING_SENT)
+        sc_breaker_release(&p->client->servers[p->server].breaker, p->how);
+    sc_pending_close(p);
+    if (p->der != NULL) {
+        OPENSSL_cleanse(p->der, p->der_cap);
+        free(p->der);
+    }
+    free(p);
+}
+
+static void sc_pending_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                               void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    sc_pending_destroy(ptr);
+}
+
+int sc_async_new_index(void)
+{
+    return SSL_get_ex_new_index(0, NULL, NULL, NULL, sc_pending_free_cb);
+}
+
+static void sc_pending_finish(sc_pending *p)
+{
+    sc_pending_close(p);
+    p->state = SC_PENDING_DONE;
+}
+
+/* Sends the GET to the next server the breakers let through. Leaves the
+ * state SENT, or DONE (a miss) when no server could be asked. */
+static void sc_pending_send(sc_pending *p, sc_thread *t)
+{
+    sc_client *client = p->client;
+    int64_t now = sc_now_ns();
+
+    while (p->next < p->norder && now < p->deadline_ns) {
+        size_t i = p->order[p->next++];
+        sc_breaker *breaker = &client->servers[i].breaker;
+        sc_admit how = sc_breaker_admit(breaker, now, 1);
+        int stale_refusal, err;
+
+        if (how == SC_ADMIT_SKIP) {
+            sc_count(t, SC_C_SKIPPED);
+            continue;
+        }
+        p->fd = sc_udp_open(&client->servers[i]);
+        if (p->fd >= 0 && sc_send_datagram(p->fd, p->request, NULL, 0, &stale_refusal) == 0) {
+            p->server = i;
+            p->how = how;
+            p->state = SC_PENDING_SENT;
+            return;
+        }
+        err = errno;
+        sc_count(t, SC_C_ERRORS);
+        if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH)
+            sc_breaker_failure(breaker, how, now, &client->opt);
+        else
+            sc_breaker_release(breaker, how);
+        sc_pending_close(p);
+    }
+    sc_pending_finish(p);
+}
+
+/* Reads what has arrived for a SENT lookup, without blocking. */
+static void sc_pending_poll(sc_pending *p, sc_thread *t)
+{
+    sc_client *client = p->client;
+    sc_breaker *breaker = &client->servers[p->server].breaker;
+    int stale_refusal;
+
+    for (;;) {
+        size_t len = 0;
+        sc_answer a = sc_recv_answer(p->fd, p->request + 4, p->der, p->der_cap, &len);
+        uint8_t *bigger;
+
+        switch (a) {
+        case SC_ANS_FOUND:
+            sc_breaker_success(breaker, p->how, &client->opt);
+            sc_count(t, SC_C_HITS);
+            p->found = 1;
+            p->der_len = len;
+            sc_pending_finish(p);
+            return;
+        case SC_ANS_NOT_FOUND:
+            sc_breaker_success(breaker, p->how, &client->opt);
+            sc_count(t, SC_C_MISSES);
+            sc_pending_finish(p);
+            return;
+        case SC_ANS_TOO_LARGE:
+            bigger = p->asked_again || len > PROTO_V1_MAX_VALUE ? NULL : malloc(len);
+            if (bigger == NULL ||
+                sc_send_datagram(p->fd, p->request, NULL, 0, &stale_refusal) < 0) {
+                free(bigger);
+                sc_breaker_success(breaker, p->how, &client->opt); /* it did answer */
+                sc_count(t, SC_C_ERRORS);
+                sc_pending_finish(p);
+                return;
+            }
+            OPENSSL_cleanse(p->der, p->der_cap);
+            free(p->der);
+            p->der = bigger;
+            p->der_cap = len;
+            p->asked_again = 1;
+            continue;
+        case SC_ANS_STALE:
+            continue;
+        case SC_ANS_MALFORMED:
+            sc_count(t, SC_C_ERRORS);
+            continue;
+        case SC_ANS_AGAIN:
+            if (sc_now_ns() >= p->deadline_ns) {
+                sc_breaker_failure(breaker, p->how, sc_now_ns(), &client->opt);
+                sc_count(t, SC_C_TIMEOUTS);
+                sc_pending_finish(p);
+            }
+            return;
+        case SC_ANS_ERROR:
+        default:
+            if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH)
+                sc_breaker_failure(breaker, p->how, sc_now_ns(), &client->opt);
+            else
+                sc_breaker_release(breaker, p->how);
+            sc_count(t, SC_C_ERRORS);
+            sc_pending_close(p);
+            p->state = SC_PENDING_DONE;
+            sc_pending_send(p, t); /* the next server, within the same deadline */
+            return;
+        }
+    }
+}
+
+static uint16_t sc_be16(const unsigned char *p)
+{
+    return (uint16_t)((unsigned)p[0] << 8 | p[1]);
+}
+
+/* Will this handshake be TLS 1.3? The client must offer it in
+ * supported_versions and this SSL must allow it. */
+static int sc_hello_is_tls13(SSL *ssl)
+{
+    const unsigned char *ext;
+    size_t ext_len, list_len;
+    long max = SSL_get_max_proto_version(ssl);
+
+    if ((SSL_get_options(ssl) & SSL_OP_NO_TLSv1_3) != 0 || (max != 0 && max < TLS1_3_VERSION))
+        return 0;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &ext, &ext_len) ||
+        ext_len < 1)
+        return 0;
+    list_len = ext[0];
+    if (list_len + 1 > ext_len)
+        return 0;
+    for (size_t i = 1; i + 1 < list_len + 1; i += 2)
+        if (sc_be16(ext + i) == TLS1_3_VERSION)
+            return 1;
+    return 0;
+}
+
+/* The first 32-byte identity of the pre_shared_key extension:
+ * identities<7..2^16-1> of { identity<1..2^16-1>, uint32 age }. */
+static int sc_hello_psk_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len)
+{
+    const unsigned char *ext;
+    size_t ext_len, end, pos = 2;
+
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &ext, &ext_len) || ext_len < 2)
+        return 0;
+    end = 2 + (size_t)sc_be16(ext);
+    if (end > ext_len)
+        return 0;
+    while (pos + 2 <= end) {
+        size_t len = sc_be16(ext + pos);
+
+        if (pos + 2 + len + 4 > end)
+            return 0;
+        if (len == SC_KEY_LEN) {
+            memcpy(id, ext + pos + 2, len);
+            *id_len = len;
+            return 1;
+        }
+        pos += 2 + len + 4;
+    }
+    return 0;
+}
+
+/* The ID OpenSSL is going to look up for this ClientHello, if any. */
+static int sc_hello_lookup_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len)
+{
+    const unsigned char *sid, *ext;
+    size_t sid_len, ext_len;
+
+    if (sc_hello_is_tls13(ssl))
+        return sc_hello_psk_id(ssl, id, id_len);
+    sid_len = SSL_client_hello_get0_session_id(ssl, &sid);
+    if (sid_len == 0 || sid_len > SC_KEY_LEN)
+        return 0;
+    /* A non-empty ticket is decrypted instead of looked up, when tickets are on. */
+    if ((SSL_get_options(ssl) & SSL_OP_NO_TICKET) == 0 &&
+        SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &ext, &ext_len) && ext_len > 0)
+        return 0;
+    memcpy(id, sid, sid_len);
+    *id_len = sid_len;
+    return 1;
+}
+
+static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8_t *id,
+                                    size_t id_len)
+{
+    sc_pending *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    p->client = client;
+    p->fd = -1;
+    p->state = SC_PENDING_DONE;
+    p->der_cap = SC_PENDING_DER;
+    p->der = malloc(p->der_cap);
+    if (p->der == NULL || proto_v1_encode(p->request, sizeof(p->request), PROTO_V1_GET, 0, id,
+                                          id_len, NULL, 0, NULL) != PROTO_OK) {
+        sc_pending_destroy(p);
+        return NULL;
+    }
+    p->norder = sc_servers_order(client, sc_key_hash(p->request + 4), p->order);
+    p->deadline_ns = sc_now_ns() + (int64_t)client->opt.timeout_ms * 1000000;
+    sc_count(t, SC_C_LOOKUPS);
+    sc_pending_send(p, t);
+    return p;
+}
+
+int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    sc_client *client = sc_ssl_client(ssl);
+    int index = sc_ssl_pending_index();
+    uint8_t id[SC_KEY_LEN], key[SC_KEY_LEN];
+    size_t id_len = 0;
+    sc_pending *p;
+    sc_thread *t;
+
+    (void)alert;
+    (void)arg;
+    if (client == NULL || index < 0 || !sc_hello_lookup_id(ssl, id, &id_len))
+        return SSL_CLIENT_HELLO_SUCCESS; /* nothing OpenSSL will look up */
+    t = sc_thread_get(client);
+    if (t == NULL)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    memset(key, 0, sizeof(key));
+    memcpy(key, id, id_len);
+
+    p = SSL_get_ex_data(ssl, index);
+    if (p != NULL && memcmp(p->request + 4, key, SC_KEY_LEN) != 0) {
+        /* A reused SSL (SSL_clear) with a new ClientHello: start over. */
+        SSL_set_ex_data(ssl, index, NULL);
+        sc_pending_destroy(p);
+        p = NULL;
+    }
+    if (p == NULL) {
+        p = sc_pending_start(client, t, id, id_len);
+        if (p == NULL)
+            return SSL_CLIENT_HELLO_SUCCESS; /* out of memory: a full handshake */
+        if (!SSL_set_ex_data(ssl, index, p)) {
+            sc_pending_destroy(p);
+            return SSL_CLIENT_HELLO_SUCCESS;
+        }
+    }
+    if (p->state == SC_PENDING_SENT)
+        sc_pending_poll(p, t);
+    /* DONE: answered, timed out, or (after a HelloRetryRequest, same ID) reused. */
+    return p->state == SC_PENDING_SENT ? SSL_CLIENT_HELLO_RETRY : SSL_CLIENT_HELLO_SUCCESS;
+}
+
+SSL_SESSION *sc_async_get_session_cb(SSL *ssl, const unsigned char *id, int id_len, int *copy)
+{
+    int index = sc_ssl_pending_index();
+    uint8_t key[SC_KEY_LEN];
+    sc_pending *p;
+
+    *copy = 0;
+    if (index < 0 || id_len <= 0 || id_len > SC_KEY_LEN)
+        return NULL;
+    p = SSL_get_ex_data(ssl, index);
+    if (p == NULL || p->state != SC_PENDING_DONE || !p->found)
+        return NULL;
+    memset(key, 0, sizeof(key));
+    memcpy(key, id, (size_t)id_len);
+    if (memcmp(key, p->request + 4, SC_KEY_LEN) != 0)
+        return NULL; /* not the ID we guessed: a miss, never a blocking lookup */
+    return sc_session_decode(p->client, p->der, p->der_len, id, (size_t)id_len);
+}
+
+int sc_ssl_pending_fd(const SSL *ssl)
+{
+    int index = sc_ssl_pending_index();
+    const sc_pending *p = index >= 0 ? SSL_get_ex_data(ssl, index) : NULL;
+
+    return p != NULL && p->state == SC_PENDING_SENT ? p->fd : -1;
+}
+
+int sc_ssl_pending_timeout_ms(const SSL *ssl)
+{
+    int index = sc_ssl_pending_index();
+    const sc_pending *p = index >= 0 ? SSL_get_ex_data(ssl, index) : NULL;
+    int64_t left;
+
+    if (p == NULL || p->state != SC_PENDING_SENT)
+        return -1;
+    left = p->deadline_ns - sc_now_ns();
+    if (left <= 0)
+        return 0;
+    /* Rounded up: a loop that waits this long finds the deadline passed. */
+    return (int)((left + 999999) / 1000000);
+}

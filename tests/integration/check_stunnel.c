@@ -1,0 +1,531 @@
+/* check_stunnel.c — other TLS servers, in other processes, resume each
+ * other's sessions through a real sessiond: stock stunnel (Debian's
+ * stunnel4) with its `sessiond =` option, and contrib/sessionc-echo built on
+ * libsessionc. The client is the stock `openssl s_client` (-sess_out on one
+ * server, -sess_in on the other, "Reused" expected), and for longer runs and
+ * TLS 1.3 the in-process client of tests/lib/tls_util.c over TCP.
+ *
+ * How it works: every server runs as a child process whose stdout and stderr
+ * go to a log file in a temporary directory. Readiness is a line in that log
+ * ("Accepting new connections" for stunnel, "listening on" for
+ * sessionc-echo), waited for with inotify and a pidfd, bounded, never by
+ * sleeping. stunnel forwards each connection to a TCP "sink" socket that
+ * this test listens on and never accepts from: the kernel completes the
+ * connection, and nothing here needs the plaintext side.
+ *
+ * What stunnel 5.68 does (pinned down by these tests): it sends NEW for
+ * TLS 1.2 sessions and for TLS 1.3 stateful tickets, and GET when its own
+ * cache misses. With sessiond configured it keeps in its own cache only the
+ * sessions it negotiated (SSL_SESS_CACHE_NO_INTERNAL_STORE, then an explicit
+ * SSL_CTX_add_session after each full handshake), never those it fetched.
+ * Its session-ID context is the service
+ * name, so both stunnels name their service alike. It waits for the answer
+ * one kernel tick only, so a GET answered late is a miss: the alternating
+ * runs allow a couple of those rather than fail on a loaded machine.
+ */
+#include <check.h>
+
+#include "harness.h"
+#include "tls_util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READY_TIMEOUT_MS  10000
+#define STOP_TIMEOUT_MS   10000
+#define ALTERNATIONS      20
+#define ALLOWED_LATE_GETS 2 /* stunnel's one-tick GET wait, see the top */
+#define SESSION_WAIT_MS   2000
+
+static tu_cred g_server;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- child processes with a log file ---------------------------------- */
+
+typedef struct proc {
+    pid_t pid;
+    int pidfd;
+    char log_path[PATH_MAX];
+} proc;
+
+static void proc_start(proc *p, const char *const *argv, const char *log_path)
+{
+    pid_t parent = getpid();
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+    ck_assert_int_ge(log_fd, 0);
+    snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
+    p->pid = fork();
+    ck_assert_int_ge(p->pid, 0);
+    if (p->pid == 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+
+        /* Dies with the test, even when an assertion ends it early. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        dup2(log_fd, STDOUT_FILENO);
+        dup2(log_fd, STDERR_FILENO);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(log_fd);
+    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    ck_assert_int_ge(p->pidfd, 0);
+}
+
+/* The whole log, NUL-terminated (free it), or NULL. */
+static char *proc_log(const proc *p)
+{
+    FILE *f = fopen(p->log_path, "r");
+    struct stat st;
+    char *buf = NULL;
+    size_t n;
+
+    if (f == NULL || fstat(fileno(f), &st) != 0)
+        goto done;
+    buf = malloc((size_t)st.st_size + 1);
+    if (buf == NULL)
+        goto done;
+    n = fread(buf, 1, (size_t)st.st_size, f);
+    buf[n] = '\0';
+
+done:
+    if (f != NULL)
+        fclose(f);
+    return buf;
+}
+
+static void proc_dump(const proc *p, const char *name)
+{
+    char *log = proc_log(p);
+
+    fprintf(stderr, "---- %s log (%s)\n%s---- end of %s log\n", name, p->log_path,
+            log != NULL ? log : "(unreadable)\n", name);
+    free(log);
+}
+
+/* Waits until a complete line of the log contains `needle`; copies that
+ * line into line[0..cap). Fails when the process exits first or after
+ * timeout_ms. */
+static int proc_wait_log(const proc *p, const char *needle, char *line, size_t cap, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    int exited = 0;
+    int rc = -1;
+
+    if (in < 0 || inotify_add_watch(in, p->log_path, IN_MODIFY) < 0)
+        goto done;
+    for (;;) {
+        char *log = proc_log(p);
+        char *hit = log != NULL ? strstr(log, needle) : NULL;
+        char *end = hit != NULL ? strchr(hit, '\n') : NULL;
+        struct pollfd pfd[2] = {{.fd = in, .events = POLLIN}, {.fd = p->pidfd, .events = POLLIN}};
+        char drain[4096];
+        int64_t left = deadline - now_ms();
+
+        if (end != NULL) {
+            char *start = hit;
+            size_t len;
+
+            while (start > log && start[-1] != '\n')
+                start--;
+            len = (size_t)(end - start);
+            if (cap > 0) {
+                if (len >= cap)
+                    len = cap - 1;
+                memcpy(line, start, len);
+                line[len] = '\0';
+            }
+            free(log);
+            rc = 0;
+            goto done;
+        }
+        free(log);
+        if (exited || left <= 0)
+            goto done;
+        if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
+            goto done;
+        while (read(in, drain, sizeof(drain)) > 0)
+            ;
+        if (pfd[1].revents != 0)
+            exited = 1; /* one last look at the log, then give up */
+    }
+
+done:
+    if (in >= 0)
+        close(in);
+    return rc;
+}
+
+/* SIGTERM, then a bounded wait; SIGKILL if it does not go. Returns the exit
+ * status (128 + signal when killed), -1 if it had to be killed. */
+static int proc_stop(proc *p)
+{
+    struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+    int status = 0;
+    int rc;
+
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, SIGTERM);
+    rc = poll(&pfd, 1, STOP_TIMEOUT_MS);
+    if (rc <= 0)
+        kill(p->pid, SIGKILL);
+    waitpid(p->pid, &status, 0);
+    close(p->pidfd);
+    p->pid = -1;
+    p->pidfd = -1;
+    if (rc <= 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- the test bed ------------------------------------------------------- */
+
+typedef struct bed {
+    char dir[256]; /* short, so every path built from it fits PATH_MAX */
+    char cert[PATH_MAX];
+    char key[PATH_MAX];
+    th_daemon d;
+    int sink_fd;
+    int sink_port;
+    int port[2];
+    proc server[2];
+    const char *names[2];
+} bed;
+
+static void bed_open(bed *b)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+
+    memset(b, 0, sizeof(*b));
+    b->server[0].pid = b->server[1].pid = -1;
+    ck_assert_int_eq(th_tmpdir(b->dir, sizeof(b->dir)), 0);
+    snprintf(b->cert, sizeof(b->cert), "%s/cert.pem", b->dir);
+    snprintf(b->key, sizeof(b->key), "%s/key.pem", b->dir);
+    ck_assert_int_eq(tu_cred_write_pem(&g_server, b->cert, b->key), 0);
+    ck_assert_int_eq(th_daemon_start(&b->d, NULL), 0);
+
+    b->sink_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(b->sink_fd, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(b->sink_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(b->sink_fd, 128), 0);
+    ck_assert_int_eq(getsockname(b->sink_fd, (struct sockaddr *)&sin, &len), 0);
+    b->sink_port = ntohs(sin.sin_port);
+}
+
+static void bed_close(bed *b)
+{
+    for (int i = 0; i < 2; i++)
+        if (b->server[i].pid > 0)
+            proc_stop(&b->server[i]);
+    close(b->sink_fd);
+    ck_assert_int_eq(th_daemon_stop(&b->d), 0);
+    th_rmtree(b->dir);
+}
+
+static void bed_fail(bed *b, const char *why)
+{
+    for (int i = 0; i < 2; i++)
+        if (b->server[i].pid > 0)
+            proc_dump(&b->server[i], b->names[i]);
+    ck_abort_msg("%s", why);
+}
+
+/* Two stunnel processes, one service each, both named "shared": stunnel's
+ * session-ID context is the service name. */
+static void bed_start_stunnels(bed *b)
+{
+    for (int i = 0; i < 2; i++) {
+        char conf[PATH_MAX];
+        char log[PATH_MAX];
+        char line[512];
+        FILE *f;
+        const char *argv[] = {"stunnel4", conf, NULL};
+
+        b->names[i] = i == 0 ? "stunnel A" : "stunnel B";
+        b->port[i] = th_free_tcp_port();
+        ck_assert_int_gt(b->port[i], 0);
+        snprintf(conf, sizeof(conf), "%s/stunnel%d.conf", b->dir, i);
+        snprintf(log, sizeof(log), "%s/stunnel%d.log", b->dir, i);
+        f = fopen(conf, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f,
+                "foreground = yes\n"
+                "syslog = no\n"
+                "debug = 7\n"
+                "pid = %s/stunnel%d.pid\n"
+                "[shared]\n"
+                "accept = 127.0.0.1:%d\n"
+                "connect = 127.0.0.1:%d\n"
+                "cert = %s\n"
+                "key = %s\n"
+                "sessiond = 127.0.0.1:%d\n"
+                "options = NO_TICKET\n"
+                "sslVersionMin = TLSv1.2\n",
+                b->dir, i, b->port[i], b->sink_port, b->cert, b->key, b->d.port);
+        ck_assert_int_eq(fclose(f), 0);
+        proc_start(&b->server[i], argv, log);
+        if (proc_wait_log(&b->server[i], "Accepting new connections", line, sizeof(line),
+                          READY_TIMEOUT_MS) != 0)
+            bed_fail(b, "stunnel did not start (is Debian's stunnel4 installed?)");
+    }
+}
+
+/* The sessionc-echo binary sits next to the sessiond under test. */
+static void echo_path(char *buf, size_t cap)
+{
+    const char *env = getenv("SESSIONC_ECHO");
+    const char *sessiond = getenv("SESSIOND");
+    const char *slash;
+
+    if (env != NULL && *env != '\0') {
+        snprintf(buf, cap, "%s", env);
+        return;
+    }
+    ck_assert_msg(sessiond != NULL, "SESSIOND is not set");
+    slash = strrchr(sessiond, '/');
+    snprintf(buf, cap, "%.*ssessionc-echo", slash != NULL ? (int)(slash - sessiond + 1) : 0,
+             sessiond);
+}
+
+static void bed_start_echoes(bed *b)
+{
+    char bin[PATH_MAX];
+    char servers[64];
+
+    echo_path(bin, sizeof(bin));
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", b->d.port);
+    for (int i = 0; i < 2; i++) {
+        char log[PATH_MAX];
+        char line[512];
+        const char *colon;
+        const char *argv[] = {bin, "-c", b->cert, "-k",           b->key, "-p",
+                              "0", "-s", servers, "--no-tickets", "-v",   NULL};
+
+        b->names[i] = i == 0 ? "sessionc-echo A" : "sessionc-echo B";
+        snprintf(log, sizeof(log), "%s/echo%d.log", b->dir, i);
+        proc_start(&b->server[i], argv, log);
+        if (proc_wait_log(&b->server[i], "listening on ", line, sizeof(line), READY_TIMEOUT_MS) !=
+            0)
+            bed_fail(b, "sessionc-echo did not start");
+        colon = strrchr(line, ':');
+        ck_assert_ptr_nonnull(colon);
+        b->port[i] = atoi(colon + 1);
+        ck_assert_int_gt(b->port[i], 0);
+    }
+}
+
+/* openssl s_client to server i with -sess_out or -sess_in FILE; returns its
+ * output in out. */
+static void s_client(bed *b, int i, const char *version_flag, const char *sess_flag, char *out,
+                     size_t cap)
+{
+    char connect[32];
+    char sess[PATH_MAX];
+    const char *argv[] = {"openssl",    "s_client", "-connect", connect, version_flag,
+                          "-no_ticket", sess_flag,  sess,       NULL};
+    int status;
+
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", b->port[i]);
+    snprintf(sess, sizeof(sess), "%s/session.pem", b->dir);
+    status = th_run(argv, out, cap);
+    if (status != 0) {
+        fprintf(stderr, "s_client exited %d:\n%s\n", status, out);
+        bed_fail(b, "openssl s_client failed");
+    }
+}
+
+/* Full handshake on A with -sess_out, then -sess_in on B: "Reused". B gets
+ * `attempts` tries, each offering the same session again: a stock stunnel
+ * counts a GET answered after its one-tick wait as a miss. */
+static int s_client_reuse(bed *b, const char *version_flag, const char *version_name, int attempts)
+{
+    char out[65536];
+    char want_new[32];
+    char want_reused[32];
+
+    snprintf(want_new, sizeof(want_new), "New, %s,", version_name);
+    snprintf(want_reused, sizeof(want_reused), "Reused, %s,", version_name);
+    s_client(b, 0, version_flag, "-sess_out", out, sizeof(out));
+    if (strstr(out, want_new) == NULL) {
+        fprintf(stderr, "s_client to A:\n%s\n", out);
+        bed_fail(b, "the first handshake was not a new TLS session");
+    }
+    for (int attempt = 1; attempt <= attempts; attempt++) {
+        s_client(b, 1, version_flag, "-sess_in", out, sizeof(out));
+        if (strstr(out, want_reused) != NULL)
+            return attempt;
+    }
+    fprintf(stderr, "last s_client to B:\n%s\n", out);
+    bed_fail(b, "the session from A was not reused on B");
+    return -1;
+}
+
+/* A full handshake with A over TCP, then `count` reconnections alternating
+ * B, A, ... each offering the newest session. Returns how many resumed. */
+static int tcp_alternate(bed *b, int version, int count)
+{
+    SSL_CTX *client_ctx = tu_client_ctx(version, NULL);
+    SSL_SESSION *sess;
+    tu_hs_result res;
+    int resumed = 0;
+
+    ck_assert_ptr_nonnull(client_ctx);
+    if (tu_tcp_handshake(client_ctx, b->port[0], NULL, SESSION_WAIT_MS, &res) != 0) {
+        fprintf(stderr, "first handshake: %s\n", res.error);
+        bed_fail(b, "TLS handshake with A failed");
+    }
+    sess = res.session;
+    for (int i = 0; i < count; i++) {
+        int which = i % 2 == 0 ? 1 : 0;
+
+        if (tu_tcp_handshake(client_ctx, b->port[which], sess, SESSION_WAIT_MS, &res) != 0) {
+            fprintf(stderr, "reconnection %d: %s\n", i, res.error);
+            bed_fail(b, "TLS handshake failed");
+        }
+        ck_assert_int_eq(res.version, version);
+        resumed += res.resumed;
+        SSL_SESSION_free(sess);
+        sess = res.session;
+    }
+    SSL_SESSION_free(sess);
+    SSL_CTX_free(client_ctx);
+    return resumed;
+}
+
+static void assert_daemon_saw(bed *b, long long min_puts, long long min_hits)
+{
+    char line[1024];
+
+    ck_assert_int_eq(th_daemon_stats(&b->d, line, sizeof(line)), 0);
+    ck_assert_msg(th_stat(line, "puts") >= min_puts, "want puts >= %lld: %s", min_puts, line);
+    ck_assert_msg(th_stat(line, "hits") >= min_hits, "want hits >= %lld: %s", min_hits, line);
+}
+
+/* The issue's acceptance test, word for word: two stunnel servers, s_client
+ * -tls1_2 -no_ticket -sess_out on one and -sess_in on the other: Reused. */
+START_TEST(test_stunnel_s_client_tls12)
+{
+    bed b;
+    int attempts;
+
+    bed_open(&b);
+    bed_start_stunnels(&b);
+    attempts = s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1 + ALLOWED_LATE_GETS);
+    fprintf(stderr, "stunnel: s_client session reused on the other stunnel (attempt %d)\n",
+            attempts);
+    assert_daemon_saw(&b, 1, 1);
+    bed_close(&b);
+}
+END_TEST
+
+/* Longer runs against stunnel, TLS 1.2 session IDs and TLS 1.3 stateful
+ * tickets, with an in-process client (s_client may exit before a TLS 1.3
+ * ticket arrives, so it cannot save one reliably). */
+START_TEST(test_stunnel_alternating)
+{
+    int version = _i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
+    bed b;
+    int resumed;
+
+    bed_open(&b);
+    bed_start_stunnels(&b);
+    resumed = tcp_alternate(&b, version, ALTERNATIONS);
+    fprintf(stderr, "stunnel TLS %s: %d of %d reconnections resumed across the two stunnels\n",
+            version == TLS1_3_VERSION ? "1.3" : "1.2", resumed, ALTERNATIONS);
+    if (resumed < ALTERNATIONS - ALLOWED_LATE_GETS)
+        bed_fail(&b, "too few resumptions across the stunnels");
+    /* At least every resumption on B came from sessiond. (stunnel adds the
+     * sessions it negotiated itself to its own cache, so with TLS 1.2 A
+     * resumes its own session locally; TLS 1.3 makes a new ticket at every
+     * resumption, so there both sides look up.) */
+    assert_daemon_saw(&b, 1, ALTERNATIONS / 2 - ALLOWED_LATE_GETS);
+    bed_close(&b);
+}
+END_TEST
+
+/* contrib/sessionc-echo: two processes, s_client across them, then TLS 1.3
+ * stateful tickets with the in-process client; libsessionc waits up to its
+ * timeout for an answer, so nothing is allowed to miss here. */
+START_TEST(test_sessionc_echo)
+{
+    bed b;
+    char line[512];
+    int resumed;
+
+    bed_open(&b);
+    bed_start_echoes(&b);
+    ck_assert_int_eq(s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1), 1);
+    resumed = tcp_alternate(&b, TLS1_3_VERSION, 10);
+    fprintf(stderr, "sessionc-echo TLS 1.3: %d of 10 reconnections resumed\n", resumed);
+    if (resumed != 10)
+        bed_fail(&b, "TLS 1.3 stateful tickets did not resume across sessionc-echo servers");
+    assert_daemon_saw(&b, 3, 11);
+
+    /* A clean exit on SIGTERM, with its counters: B resumed 1 + 5. */
+    ck_assert_int_eq(proc_stop(&b.server[1]), 0);
+    ck_assert_int_eq(proc_wait_log(&b.server[1], "connections=", line, sizeof(line), 1000), 0);
+    ck_assert_msg(strstr(line, " resumed=6 ") != NULL, "B: %s", line);
+    bed_close(&b);
+}
+END_TEST
+
+static Suite *stunnel_suite(void)
+{
+    Suite *s = suite_create("interop");
+    TCase *tc = tcase_create("processes");
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_stunnel_s_client_tls12);
+    tcase_add_loop_test(tc, test_stunnel_alternating, 0, 2);
+    tcase_add_test(tc, test_sessionc_echo);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    if (tu_cred_make(&g_server, TU_KEY_EC, TU_ROLE_SERVER, "localhost", NULL) != 0)
+        return EXIT_FAILURE;
+    sr = srunner_create(stunnel_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    tu_cred_free(&g_server);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
