@@ -37,8 +37,8 @@ endif
 
 # Debian packages: what building needs, and what the test suite runs against.
 DEPS_BUILD := libevent-dev libssl-dev uthash-dev pkg-config
-DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev
-DEPS_BENCH := memcached gnuplot-nox
+DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev memcached
+DEPS_BENCH := gnuplot-nox
 
 PKG_CONFIG ?= pkg-config
 PKG_CFLAGS  = $(shell $(PKG_CONFIG) --cflags libevent_core openssl 2>/dev/null)
