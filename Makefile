@@ -36,7 +36,7 @@ SANFLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 endif
 
 # Debian packages: what building needs, and what the test suite runs against.
-DEPS_BUILD := libevent-dev libssl-dev uthash-dev pkg-config
+DEPS_BUILD := libevent-dev libssl-dev pkg-config
 DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev memcached
 DEPS_BENCH := gnuplot-nox
 

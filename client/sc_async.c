@@ -31,8 +31,16 @@
  * loop can wait on it alone, and only this SSL's answer arrives there.
  * Cost: a socket() + connect() + close() per asynchronous lookup (a few
  * microseconds); sharing the thread's socket would need a demultiplexer
- * that hands answers to the right SSL, which v2's request IDs make easy
- * later.
+ * that hands answers to the right SSL (v2's request IDs would make that
+ * possible; not done, the per-lookup socket is simpler and fast enough).
+ *
+ * The wire is the blocking mode's (sc_wire.c): v2 by default, the request
+ * ID taken from the counter of the thread that starts the lookup, sealed
+ * with the key if there is one; answers are judged by sc_judge with the
+ * sealer of whichever thread runs the callback at the time (sealers are per
+ * thread, and opening needs no state from sealing). An answer is received
+ * whole into a buffer of the pending state sized with a MSG_PEEK first, so
+ * a session of any size arrives in one round trip.
  *
  * Known limits: OpenSSL has a single ClientHello callback per SSL_CTX, so
  * async mode takes it; an application with its own calls
@@ -51,10 +59,6 @@
 #include <openssl/crypto.h>
 #include <openssl/tls1.h>
 
-/* Initial value buffer; larger sessions are asked for again with the exact
- * size the first answer announced. */
-#define SC_PENDING_DER 2048
-
 enum sc_pending_state {
     SC_PENDING_SENT = 1, /* a GET is out; fd is open */
     SC_PENDING_DONE,     /* answered, timed out or given up; fd is closed */
@@ -65,15 +69,20 @@ typedef struct sc_pending {
     enum sc_pending_state state;
     int fd;
     int64_t deadline_ns;
-    uint8_t request[PROTO_V1_HEADER_LEN]; /* the GET; the key is at +4 */
-    uint8_t order[SC_MAX_SERVERS];        /* servers in the key's order */
-    size_t norder, next;                  /* next: the first not yet tried */
-    size_t server;                        /* the one asked now */
+    uint8_t id[SC_KEY_LEN]; /* the session ID looked up */
+    size_t id_len;
+    sc_key key;                         /* its wire key */
+    sc_request req;                     /* req.key points at key */
+    uint8_t request[SC_SMALL_DATAGRAM]; /* the GET datagram, sent again on failover */
+    size_t request_len;
+    uint8_t order[SC_MAX_SERVERS]; /* servers in the key's order */
+    size_t norder, next;           /* next: the first not yet tried */
+    size_t server;                 /* the one asked now */
     sc_admit how;
-    int asked_again; /* the first answer was larger than der_cap */
     int found;
-    uint8_t *der;
-    size_t der_cap, der_len;
+    uint8_t *buf; /* the answer, received whole */
+    size_t buf_cap;
+    sc_reply reply; /* found: the value inside buf */
 } sc_pending;
 
 static void sc_pending_close(sc_pending *p)
@@ -90,9 +99,9 @@ static void sc_pending_destroy(sc_pending *p)
     if (p->state == SC_PENDING_SENT)
         sc_breaker_release(&p->client->servers[p->server].breaker, p->how);
     sc_pending_close(p);
-    if (p->der != NULL) {
-        OPENSSL_cleanse(p->der, p->der_cap);
-        free(p->der);
+    if (p->buf != NULL) {
+        OPENSSL_cleanse(p->buf, p->buf_cap);
+        free(p->buf);
     }
     free(p);
 }
@@ -137,7 +146,8 @@ static void sc_pending_send(sc_pending *p, sc_thread *t)
             continue;
         }
         p->fd = sc_udp_open(&client->servers[i]);
-        if (p->fd >= 0 && sc_send_datagram(p->fd, p->request, NULL, 0, &stale_refusal) == 0) {
+        if (p->fd >= 0 &&
+            sc_send_datagram(p->fd, p->request, p->request_len, &stale_refusal) == 0) {
             p->server = i;
             p->how = how;
             p->state = SC_PENDING_SENT;
@@ -154,51 +164,75 @@ static void sc_pending_send(sc_pending *p, sc_thread *t)
     sc_pending_finish(p);
 }
 
+/* Receives one queued datagram whole into p->buf and judges it. */
+static sc_answer sc_pending_recv(sc_pending *p, sc_thread *t)
+{
+    ssize_t n = recv(p->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+    size_t need;
+    sc_answer verdict;
+
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? SC_ANS_AGAIN
+                                                                         : SC_ANS_ERROR;
+    need = (size_t)n;
+    if (need > PROTO_MAX_DATAGRAM) {
+        (void)recv(p->fd, NULL, 0, MSG_DONTWAIT); /* drop it unread */
+        return SC_ANS_MALFORMED;
+    }
+    if (need > p->buf_cap || p->buf == NULL) {
+        uint8_t *bigger = malloc(need > 0 ? need : 1);
+
+        if (bigger == NULL) {
+            errno = ENOMEM;
+            return SC_ANS_ERROR;
+        }
+        if (p->buf != NULL) {
+            OPENSSL_cleanse(p->buf, p->buf_cap);
+            free(p->buf);
+        }
+        p->buf = bigger;
+        p->buf_cap = need > 0 ? need : 1;
+    }
+    n = recv(p->fd, p->buf, p->buf_cap, MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? SC_ANS_AGAIN
+                                                                         : SC_ANS_ERROR;
+    if ((size_t)n > p->buf_cap) /* cannot happen after the peek; kept as a guard */
+        return SC_ANS_MALFORMED;
+    verdict = sc_judge(t, &p->req, p->buf, (size_t)n, &p->reply);
+    if (verdict != SC_ANS_OK) {
+        OPENSSL_cleanse(p->buf, (size_t)n);
+        memset(&p->reply, 0, sizeof(p->reply));
+    }
+    return verdict;
+}
+
 /* Reads what has arrived for a SENT lookup, without blocking. */
 static void sc_pending_poll(sc_pending *p, sc_thread *t)
 {
     sc_client *client = p->client;
     sc_breaker *breaker = &client->servers[p->server].breaker;
-    int stale_refusal;
 
     for (;;) {
-        size_t len = 0;
-        sc_answer a = sc_recv_answer(p->fd, p->request + 4, p->der, p->der_cap, &len);
-        uint8_t *bigger;
+        sc_answer a = sc_pending_recv(p, t);
 
         switch (a) {
-        case SC_ANS_FOUND:
+        case SC_ANS_OK:
             sc_breaker_success(breaker, p->how, &client->opt);
             sc_count(t, SC_C_HITS);
             p->found = 1;
-            p->der_len = len;
             sc_pending_finish(p);
             return;
         case SC_ANS_NOT_FOUND:
+        case SC_ANS_REFUSED: /* no daemon refuses a GET; a miss either way */
             sc_breaker_success(breaker, p->how, &client->opt);
             sc_count(t, SC_C_MISSES);
             sc_pending_finish(p);
             return;
-        case SC_ANS_TOO_LARGE:
-            bigger = p->asked_again || len > PROTO_V1_MAX_VALUE ? NULL : malloc(len);
-            if (bigger == NULL ||
-                sc_send_datagram(p->fd, p->request, NULL, 0, &stale_refusal) < 0) {
-                free(bigger);
-                sc_breaker_success(breaker, p->how, &client->opt); /* it did answer */
-                sc_count(t, SC_C_ERRORS);
-                sc_pending_finish(p);
-                return;
-            }
-            OPENSSL_cleanse(p->der, p->der_cap);
-            free(p->der);
-            p->der = bigger;
-            p->der_cap = len;
-            p->asked_again = 1;
-            continue;
         case SC_ANS_STALE:
-            continue;
         case SC_ANS_MALFORMED:
-            sc_count(t, SC_C_ERRORS);
+        case SC_ANS_AUTH:
+            sc_count_discarded(t, a);
             continue;
         case SC_ANS_AGAIN:
             if (sc_now_ns() >= p->deadline_ns) {
@@ -296,8 +330,8 @@ static int sc_hello_lookup_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len)
     return 1;
 }
 
-static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8_t *id,
-                                    size_t id_len)
+static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8_t *ns,
+                                    const uint8_t *id, size_t id_len)
 {
     sc_pending *p = calloc(1, sizeof(*p));
 
@@ -306,14 +340,18 @@ static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8
     p->client = client;
     p->fd = -1;
     p->state = SC_PENDING_DONE;
-    p->der_cap = SC_PENDING_DER;
-    p->der = malloc(p->der_cap);
-    if (p->der == NULL || proto_v1_encode(p->request, sizeof(p->request), PROTO_V1_GET, 0, id,
-                                          id_len, NULL, 0, NULL) != PROTO_OK) {
+    memcpy(p->id, id, id_len);
+    p->id_len = id_len;
+    p->req.op = PROTO_V2_GET;
+    p->req.key = &p->key;
+    if (sc_key_make(client, ns, id, id_len, &p->key) < 0 ||
+        sc_build(t, &p->req, 0, NULL, 0, 0, p->request, sizeof(p->request), &p->request_len) !=
+            SC_OK) {
+        sc_count(t, SC_C_ERRORS);
         sc_pending_destroy(p);
         return NULL;
     }
-    p->norder = sc_servers_order(client, sc_key_hash(p->request + 4), p->order);
+    p->norder = sc_servers_order(client, p->key.hash, p->order);
     p->deadline_ns = sc_now_ns() + (int64_t)client->opt.timeout_ms * 1000000;
     sc_count(t, SC_C_LOOKUPS);
     sc_pending_send(p, t);
@@ -324,7 +362,7 @@ int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
     sc_client *client = sc_ssl_client(ssl);
     int index = sc_ssl_pending_index();
-    uint8_t id[SC_KEY_LEN], key[SC_KEY_LEN];
+    uint8_t id[SC_KEY_LEN];
     size_t id_len = 0;
     sc_pending *p;
     sc_thread *t;
@@ -336,18 +374,16 @@ int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     t = sc_thread_get(client);
     if (t == NULL)
         return SSL_CLIENT_HELLO_SUCCESS;
-    memset(key, 0, sizeof(key));
-    memcpy(key, id, id_len);
 
     p = SSL_get_ex_data(ssl, index);
-    if (p != NULL && memcmp(p->request + 4, key, SC_KEY_LEN) != 0) {
+    if (p != NULL && (p->id_len != id_len || memcmp(p->id, id, id_len) != 0)) {
         /* A reused SSL (SSL_clear) with a new ClientHello: start over. */
         SSL_set_ex_data(ssl, index, NULL);
         sc_pending_destroy(p);
         p = NULL;
     }
     if (p == NULL) {
-        p = sc_pending_start(client, t, id, id_len);
+        p = sc_pending_start(client, t, sc_ctx_namespace(SSL_get_SSL_CTX(ssl), client), id, id_len);
         if (p == NULL)
             return SSL_CLIENT_HELLO_SUCCESS; /* out of memory: a full handshake */
         if (!SSL_set_ex_data(ssl, index, p)) {
@@ -364,7 +400,6 @@ int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
 SSL_SESSION *sc_async_get_session_cb(SSL *ssl, const unsigned char *id, int id_len, int *copy)
 {
     int index = sc_ssl_pending_index();
-    uint8_t key[SC_KEY_LEN];
     sc_pending *p;
 
     *copy = 0;
@@ -373,11 +408,9 @@ SSL_SESSION *sc_async_get_session_cb(SSL *ssl, const unsigned char *id, int id_l
     p = SSL_get_ex_data(ssl, index);
     if (p == NULL || p->state != SC_PENDING_DONE || !p->found)
         return NULL;
-    memset(key, 0, sizeof(key));
-    memcpy(key, id, (size_t)id_len);
-    if (memcmp(key, p->request + 4, SC_KEY_LEN) != 0)
+    if ((size_t)id_len != p->id_len || memcmp(id, p->id, p->id_len) != 0)
         return NULL; /* not the ID we guessed: a miss, never a blocking lookup */
-    return sc_session_decode(p->client, p->der, p->der_len, id, (size_t)id_len);
+    return sc_session_decode(p->client, p->reply.value, p->reply.value_len, id, (size_t)id_len);
 }
 
 int sc_ssl_pending_fd(const SSL *ssl)

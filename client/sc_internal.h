@@ -1,9 +1,11 @@
 /* sc_internal.h — what the files of libsessionc share and users never see.
  *
  * The library is split by concern:
- *   sessionc.c    the client object, per-thread sockets, raw get/put/remove,
- *                 counters, and the one pair of send/receive helpers that
- *                 knows how a request and its answer travel;
+ *   sessionc.c    the client object, per-thread state (sockets, request
+ *                 IDs, sealer, buffers), raw operations, counters;
+ *   sc_wire.c     how a request is built (v1, v2 plain or sealed) and how an
+ *                 answer is received and judged: the one place of the
+ *                 library that knows the wire;
  *   sc_servers.c  the server list (parsing, resolution), rendezvous order of
  *                 servers for a key, and the per-server circuit breaker;
  *   sc_ssl.c      sc_attach and the blocking OpenSSL session callbacks;
@@ -25,6 +27,7 @@
 #include <sys/types.h>
 
 #include "proto.h"
+#include "proto_v2.h"
 #include "sessionc.h"
 
 /* Everything declared here stays out of libsessionc.so's dynamic symbol
@@ -42,6 +45,13 @@
 /* The session IDs OpenSSL hands us are at most 32 bytes, the v1 key length. */
 #define SC_KEY_LEN PROTO_V1_KEY_LEN
 
+/* The largest request the library builds without a value: a sealed v2
+ * header with the longest key (v1's 36-byte header is smaller). */
+#define SC_SMALL_DATAGRAM (PROTO_V2_OVERHEAD_MAX + PROTO_V2_MAX_KEY)
+
+/* A receive buffer that holds any datagram, plus one byte to see a longer one. */
+#define SC_RECV_CAP (PROTO_MAX_DATAGRAM + 1)
+
 /* stunnel caps the v1 timeout field at 18 hours; so do we. */
 #define SC_MAX_TTL 64800u
 
@@ -56,6 +66,8 @@ enum sc_counter {
     SC_C_STORES,
     SC_C_REMOVES,
     SC_C_TOO_LARGE,
+    SC_C_AUTH_FAILURES,
+    SC_C_LATE_ANSWERS,
     SC_C_COUNT
 };
 
@@ -85,19 +97,52 @@ typedef struct sc_server {
 } sc_server;
 
 /* One thread's state for one client: its connected sockets (one per server,
- * opened on first use, -1 until then) and its counters. Only the owning
- * thread writes the counters; sc_get_stats reads them, so they are atomics
- * accessed with relaxed order (no lock prefix on the writer's side). */
+ * opened on first use, -1 until then), its request-ID counter, its sealer
+ * (sealers are not thread-safe), its datagram buffers and its counters.
+ * Only the owning thread writes the counters; sc_get_stats reads them, so
+ * they are atomics accessed with relaxed order (no lock prefix on the
+ * writer's side). */
 typedef struct sc_thread {
     sc_client *client;
     struct sc_thread *prev, *next; /* client->threads list, under threads_lock */
     pid_t pid;                     /* sockets inherited over fork() are not ours */
+    uint32_t next_request_id;      /* v2: random start, +1 per request */
+    proto_v2_sealer *sealer;       /* with a key: created on first use */
+    uint8_t *sbuf;                 /* requests with a value are built here (grown) */
+    size_t sbuf_cap;
+    uint8_t *rbuf; /* SC_RECV_CAP bytes, allocated on first receive */
     _Atomic uint64_t counters[SC_C_COUNT];
     int fds[]; /* client->nservers entries */
 } sc_thread;
 
+/* A key as it goes on the wire: v1, the session ID zero-padded to 32 bytes;
+ * v2, namespace || session ID. `hash` places it on a server. */
+typedef struct sc_key {
+    uint8_t bytes[PROTO_V2_MAX_KEY];
+    size_t len;
+    uint64_t hash;
+} sc_key;
+
+/* What a request expects of its answer. */
+typedef struct sc_request {
+    uint8_t op;          /* the v2 op (PROTO_V2_GET...), also in v1 mode */
+    uint32_t request_id; /* v2 */
+    const sc_key *key;   /* NULL for PING and STATS */
+} sc_request;
+
+/* A judged answer; value points into the datagram, which sc_reply_done wipes. */
+typedef struct sc_reply {
+    const uint8_t *value;
+    size_t value_len;
+    uint8_t *datagram; /* where the answer was received, or NULL */
+    size_t datagram_len;
+} sc_reply;
+
 struct sc_client {
-    sc_options opt;
+    sc_options opt; /* key_file and next_key_file are NULL: the keys are below */
+    uint8_t key[PROTO_V2_CLUSTER_KEY_LEN];
+    uint8_t next_key[PROTO_V2_CLUSTER_KEY_LEN];
+    int has_key, has_next_key;
     size_t nservers;
     sc_server *servers;
     pthread_key_t thread_key; /* -> sc_thread of the calling thread */
@@ -115,8 +160,8 @@ int sc_servers_parse(const char *list, const sc_options *opt, sc_server **server
                      char *err, size_t errlen);
 void sc_servers_free(sc_server *servers, size_t count);
 
-/* A 64-bit hash of a v1 key, computed once per request. */
-uint64_t sc_key_hash(const uint8_t key[SC_KEY_LEN]);
+/* A 64-bit hash of a wire key (any length up to 64), computed once per request. */
+uint64_t sc_key_hash(const uint8_t *key, size_t len);
 
 /* Writes the rendezvous order of the client's servers for a key hash:
  * order[0] is the server with the highest score. Returns the count. */
@@ -151,31 +196,89 @@ static inline void sc_count(sc_thread *t, enum sc_counter c)
 /* Counts on the calling thread's record; a no-op if it cannot be had. */
 void sc_count_client(sc_client *client, enum sc_counter c);
 
+/* A keyed operation with an explicit namespace: what the SSL callbacks and
+ * the raw functions share. op is PROTO_V2_GET, _PUT or _DEL; `wait` asks
+ * for the answer of a put or delete (v2 only; a get always waits). On SC_OK
+ * for a get, reply->value points into the thread's receive buffer: use it,
+ * then call sc_reply_done before the thread's next operation. */
+typedef struct sc_op {
+    uint8_t op;
+    const uint8_t *ns; /* SC_NAMESPACE_LEN bytes; ignored in v1 */
+    const uint8_t *id;
+    size_t id_len;
+    const uint8_t *value;
+    size_t value_len;
+    unsigned ttl;
+    int wait;
+} sc_op;
+
+sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply);
+
+/* Wipes what the answer left in the buffer it was received into. */
+void sc_reply_done(const sc_reply *reply);
+
+/* --- sc_wire.c --- */
+
+/* The wire key of a namespace and ID (see sc_key). Returns 0, or -1 when
+ * the ID is empty or too long for the client's protocol. */
+int sc_key_make(const sc_client *client, const uint8_t *ns, const uint8_t *id, size_t id_len,
+                sc_key *out);
+
+/* The thread's sealer, created on first use; NULL without a key (and on
+ * allocation failure, errno ENOMEM, when with one). */
+proto_v2_sealer *sc_thread_sealer(sc_thread *t);
+
+/* Builds one request datagram into out[0..cap) (cap >= SC_SMALL_DATAGRAM
+ * + value_len + v2 overhead), v1 or v2 after the client's protocol, sealed
+ * when it has a key; v2 requests take the thread's next request ID, which
+ * req->request_id receives. flags: PROTO_V2_F_NO_REPLY or 0. Returns SC_OK,
+ * SC_ERR_TOO_LARGE (value over the protocol's limit), SC_ERR_ARG or
+ * SC_ERR_SYSTEM (sealing failed). */
+sc_result sc_build(sc_thread *t, sc_request *req, uint8_t flags, const uint8_t *value,
+                   size_t value_len, unsigned ttl, uint8_t *out, size_t cap, size_t *out_len);
+
+/* The largest value the client's protocol carries. */
+size_t sc_max_value(const sc_client *client);
+
+/* Bytes sc_build needs for a request with this key and value. */
+size_t sc_build_size(const sc_client *client, size_t key_len, size_t value_len);
+
 /* A non-blocking UDP socket connected to the server, or -1 (errno set). */
 int sc_udp_open(const sc_server *server);
 
-/* Sends header (+ value) as one datagram without blocking. A send refused
- * with ECONNREFUSED reports an ICMP error left by an earlier datagram, and
- * this one was not sent: it is retried once. Returns 0 or -1 (errno set);
- * *stale_refusal is set when the first attempt was refused that way. */
-int sc_send_datagram(int fd, const uint8_t *header, const uint8_t *value, size_t value_len,
-                     int *stale_refusal);
+/* Sends one datagram without blocking. A send refused with ECONNREFUSED
+ * reports an ICMP error left by an earlier datagram, and this one was not
+ * sent: it is retried once. Returns 0 or -1 (errno set); *stale_refusal is
+ * set when the first attempt was refused that way. */
+int sc_send_datagram(int fd, const uint8_t *dgram, size_t len, int *stale_refusal);
 
 typedef enum sc_answer {
-    SC_ANS_FOUND,     /* our key, found: value in dst[0..*value_len) */
-    SC_ANS_NOT_FOUND, /* our key, not found */
-    SC_ANS_TOO_LARGE, /* our key, found, but the value needs *value_len > cap bytes */
-    SC_ANS_STALE,     /* a well-formed answer for another key: discarded */
-    SC_ANS_MALFORMED, /* not a v1 answer: discarded */
-    SC_ANS_AGAIN,     /* nothing queued */
+    SC_ANS_OK,        /* our answer, status OK (v1: found); reply filled */
+    SC_ANS_NOT_FOUND, /* our answer: no such entry */
+    SC_ANS_REFUSED,   /* our answer: the daemon refused (v2 PUT) */
+    SC_ANS_STALE,     /* a genuine answer to an earlier request: discarded */
+    SC_ANS_MALFORMED, /* not an answer we can parse, or not to what we asked */
+    SC_ANS_AUTH,      /* did not open with our keys / outside the window / plaintext
+                         while we hold a key: discarded */
+    SC_ANS_AGAIN,     /* nothing queued (or, from sc_wait_answer, timed out) */
     SC_ANS_ERROR,     /* recv failed (errno set; ECONNREFUSED: nobody listens) */
 } sc_answer;
 
-/* Receives one queued datagram without blocking and classifies it. The
- * header lands on the stack and the value straight in dst (scatter read, no
- * copy). Anything not ours that reached dst is wiped. */
-sc_answer sc_recv_answer(int fd, const uint8_t key[SC_KEY_LEN], uint8_t *dst, size_t cap,
-                         size_t *value_len);
+/* Judges one received datagram buf[0..len) against req, opening it in
+ * place when sealed (t's sealer). On SC_ANS_OK reply points into buf. */
+sc_answer sc_judge(sc_thread *t, const sc_request *req, uint8_t *buf, size_t len, sc_reply *reply);
+
+/* Counts a discarded answer under the counter its verdict calls for. */
+void sc_count_discarded(sc_thread *t, sc_answer verdict);
+
+/* Waits until deadline_ns for the answer to req on fd, receiving into the
+ * thread's buffer and discarding (counted) whatever is not it. Returns OK,
+ * NOT_FOUND, REFUSED, AGAIN (timed out) or ERROR (errno set). */
+sc_answer sc_wait_answer(sc_thread *t, int fd, const sc_request *req, sc_reply *reply,
+                         int64_t deadline_ns);
+
+/* CLOCK_REALTIME in milliseconds: the v2 timestamp. */
+uint64_t sc_wall_ms(void);
 
 /* --- sc_ssl.c --- */
 
@@ -184,6 +287,10 @@ int sc_ssl_pending_index(void);
 
 /* The client attached to the SSL's SSL_CTX, or NULL. */
 sc_client *sc_ssl_client(const SSL *ssl);
+
+/* The v2 namespace of an SSL_CTX: the one declared with
+ * sc_set_session_id_context, else the client's default_namespace. */
+const uint8_t *sc_ctx_namespace(SSL_CTX *ctx, const sc_client *client);
 
 /* Decodes a DER session that came back for `id`; NULL (counted as an error)
  * if it does not decode or belongs to another session ID. */

@@ -14,12 +14,13 @@
  * tried highest score first. Adding or removing a server moves only the
  * keys that server wins or loses, and every client with the same list
  * computes the same order without sharing any state. The hash is not
- * cryptographic (a splitmix64 finalizer over the key's four 64-bit words,
- * FNV-1a for server names): keys are random session IDs, and an attacker
- * who steers keys to one server gains nothing he could not get by sending
- * to that server directly. Cost: n multiplications and an insertion sort of
- * n entries per request, n being a handful; a ring with virtual nodes would
- * be O(log n) but needs a table, and the lists here are short.
+ * cryptographic (a splitmix64 finalizer over the key's 64-bit words, the
+ * length mixed into the seed; FNV-1a for server names): keys are random
+ * session IDs, and an attacker who steers keys to one server gains nothing
+ * he could not get by sending to that server directly. Cost: n
+ * multiplications and an insertion sort of n entries per request, n being a
+ * handful; a ring with virtual nodes would be O(log n) but needs a table,
+ * and the lists here are short.
  *
  * Circuit breaker: `breaker_failures` consecutive failures (timeouts or
  * socket errors) back a server off for backoff_min_ms; when that has passed
@@ -70,12 +71,18 @@ static uint64_t sc_load_le64(const uint8_t *p)
     return v;
 }
 
-uint64_t sc_key_hash(const uint8_t key[SC_KEY_LEN])
+uint64_t sc_key_hash(const uint8_t *key, size_t len)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)len;
+    uint8_t tail[8];
 
-    for (size_t i = 0; i < SC_KEY_LEN; i += 8)
-        h = sc_mix64(h ^ sc_load_le64(key + i));
+    for (; len >= 8; key += 8, len -= 8)
+        h = sc_mix64(h ^ sc_load_le64(key));
+    if (len > 0) {
+        memset(tail, 0, sizeof(tail));
+        memcpy(tail, key, len);
+        h = sc_mix64(h ^ sc_load_le64(tail));
+    }
     return h;
 }
 

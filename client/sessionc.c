@@ -1,5 +1,5 @@
-/* sessionc.c — the libsessionc client: per-thread sockets, the raw
- * get/put/remove operations, and the counters.
+/* sessionc.c — the libsessionc client: per-thread state, the raw
+ * operations, and the counters.
  *
  * Sockets: every thread that uses a client gets its own connected,
  * non-blocking UDP socket per server, opened on first use and kept until the
@@ -8,27 +8,28 @@
  * one-socket-per-request costs a socket(), a connect() and a close() on
  * every lookup), no two threads ever share a socket (an answer can only be
  * read by the thread that asked), and the kernel filters out datagrams from
- * any other address because the socket is connected. One socket per thread
- * is also what v2's request IDs need: a per-thread counter, no locking.
- * Cost: one descriptor per (thread, server); a server with 1000 threads
- * holds 1000 of them per listed server. The cheaper alternative not taken,
- * one socket shared by all threads with a demultiplexing reader, needs a
- * lock or a reader thread on the hot path.
+ * any other address because the socket is connected. The same thread record
+ * holds what v2 needs per thread without a lock: the request-ID counter, the
+ * sealer (not thread-safe), and the datagram buffers. Cost: one descriptor
+ * per (thread, server), and 64 KiB of receive buffer address space per
+ * thread; the cheaper alternative not taken, one socket shared by all
+ * threads with a demultiplexing reader, needs a lock or a reader thread on
+ * the hot path.
  *
- * A lookup: build the 36-byte GET header, hash the key once, walk the
- * servers in the key's rendezvous order skipping those the breaker has
- * backed off, send, then ppoll() until the deadline and read answers with a
- * scatter recvmsg (header on the stack, value straight into the caller's
- * buffer: no copy). An answer for another key (a late answer to an earlier
- * lookup that timed out on this socket) is discarded and the wait goes on.
- * A timeout ends the lookup (trying the next server would double the worst
+ * An operation (sc_run): build the wire key (namespace || ID in v2) and hash
+ * it once, build the datagram once (sc_wire.c: v1, v2 plain or sealed), walk
+ * the servers in the key's rendezvous order skipping those the breaker has
+ * backed off, send, and for a get (or an acknowledged v2 put/delete) ppoll()
+ * until the deadline, discarding late answers to earlier requests. A
+ * timeout ends the operation (trying the next server would double the worst
  * case); a socket error (ECONNREFUSED: an ICMP port unreachable, i.e. no
  * daemon) moves on to the next server within the same deadline. Both count
  * as breaker failures.
  *
- * Puts and removes are fire and forget: one non-blocking sendmsg (header
- * and value as two iovecs), no answer in v1. A value that does not fit one
- * datagram is refused and counted (too_large), never truncated.
+ * Puts and removes from the SSL callbacks and the raw sc_put/sc_remove are
+ * fire and forget: one non-blocking send, flag NO_REPLY in v2 (v1 has no
+ * answer to them at all). A value that does not fit one datagram is refused
+ * and counted (too_large), never truncated.
  *
  * Counters live in the thread records (single writer, relaxed atomics, no
  * shared cache line on the hot path) and are summed under the list lock by
@@ -38,7 +39,9 @@
  * client exiting (their destructor would touch the freed client); each
  * client takes one of the process's PTHREAD_KEYS_MAX (1024) keys; after
  * fork() a child reopens its sockets on first use (the check is a getpid()
- * per call), the parent's copies are closed in the child.
+ * per call), the parent's copies are closed in the child. The cluster keys
+ * sit in the client (and in every thread's sealer) in ordinary memory, not
+ * mlock()ed: a swapped-out page can hold them.
  */
 #include "sc_internal.h"
 
@@ -53,6 +56,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "keyfile.h"
 
 void sc_options_init(sc_options *opt)
 {
@@ -60,6 +67,11 @@ void sc_options_init(sc_options *opt)
     opt->breaker_failures = 3;
     opt->backoff_min_ms = 1000;
     opt->backoff_max_ms = 30000;
+    opt->protocol = 2;
+    opt->key_file = NULL;
+    opt->next_key_file = NULL;
+    opt->window_ms = PROTO_V2_DEFAULT_WINDOW_MS;
+    memset(opt->default_namespace, 0, sizeof(opt->default_namespace));
 }
 
 const char *sc_result_name(sc_result result)
@@ -79,6 +91,8 @@ const char *sc_result_name(sc_result result)
         return "bad argument";
     case SC_ERR_SYSTEM:
         return "system error";
+    case SC_REFUSED:
+        return "refused";
     }
     return "unknown";
 }
@@ -92,6 +106,16 @@ static void sc_thread_close_fds(sc_thread *t)
             close(t->fds[i]);
         t->fds[i] = -1;
     }
+}
+
+/* Everything a thread record owns; the buffers were wiped after each use. */
+static void sc_thread_free(sc_thread *t)
+{
+    sc_thread_close_fds(t);
+    proto_v2_sealer_free(t->sealer);
+    free(t->sbuf);
+    free(t->rbuf);
+    free(t);
 }
 
 /* pthread key destructor: the thread is exiting. */
@@ -110,8 +134,7 @@ static void sc_thread_exit(void *arg)
     if (t->next != NULL)
         t->next->prev = t->prev;
     pthread_mutex_unlock(&client->threads_lock);
-    sc_thread_close_fds(t);
-    free(t);
+    sc_thread_free(t);
 }
 
 sc_thread *sc_thread_get(sc_client *client)
@@ -133,6 +156,10 @@ sc_thread *sc_thread_get(sc_client *client)
         return NULL;
     t->client = client;
     t->pid = getpid();
+    /* A random start: IDs of a thread that came before on a recycled port
+     * are unlikely to match. The clock is a fallback, not a secret. */
+    if (RAND_bytes((unsigned char *)&t->next_request_id, sizeof(t->next_request_id)) != 1)
+        t->next_request_id = (uint32_t)sc_now_ns();
     for (int c = 0; c < SC_C_COUNT; c++)
         atomic_init(&t->counters[c], 0);
     for (size_t i = 0; i < client->nservers; i++)
@@ -206,6 +233,37 @@ static void sc_set_error(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The option checks that need no file and no network. */
+static int sc_options_check(const sc_options *opt, char *err, size_t errlen)
+{
+    if (opt->timeout_ms == 0) {
+        sc_set_error(err, errlen, "timeout_ms must be at least 1");
+        return -1;
+    }
+    if (opt->breaker_failures > 0 &&
+        (opt->backoff_min_ms == 0 || opt->backoff_max_ms < opt->backoff_min_ms)) {
+        sc_set_error(err, errlen, "backoff_min_ms must be at least 1 and at most backoff_max_ms");
+        return -1;
+    }
+    if (opt->protocol != 1 && opt->protocol != 2) {
+        sc_set_error(err, errlen, "protocol must be 1 or 2, not %u", opt->protocol);
+        return -1;
+    }
+    if (opt->protocol == 1 && (opt->key_file != NULL || opt->next_key_file != NULL)) {
+        sc_set_error(err, errlen, "protocol 1 cannot be sealed: no key file with protocol 1");
+        return -1;
+    }
+    if (opt->next_key_file != NULL && opt->key_file == NULL) {
+        sc_set_error(err, errlen, "next_key_file needs key_file");
+        return -1;
+    }
+    if (opt->window_ms == 0) {
+        sc_set_error(err, errlen, "window_ms must be at least 1");
+        return -1;
+    }
+    return 0;
+}
+
 sc_client *sc_client_new(const char *servers, const sc_options *opt, char *err, size_t errlen)
 {
     sc_client *client = NULL;
@@ -218,34 +276,41 @@ sc_client *sc_client_new(const char *servers, const sc_options *opt, char *err, 
         sc_options_init(&defaults);
         opt = &defaults;
     }
-    if (opt->timeout_ms == 0) {
-        sc_set_error(err, errlen, "timeout_ms must be at least 1");
+    if (sc_options_check(opt, err, errlen) < 0)
         return NULL;
-    }
-    if (opt->breaker_failures > 0 &&
-        (opt->backoff_min_ms == 0 || opt->backoff_max_ms < opt->backoff_min_ms)) {
-        sc_set_error(err, errlen, "backoff_min_ms must be at least 1 and at most backoff_max_ms");
-        return NULL;
-    }
     client = calloc(1, sizeof(*client));
     if (client == NULL) {
         sc_set_error(err, errlen, "out of memory");
         return NULL;
     }
     client->opt = *opt;
-    if (sc_servers_parse(servers, opt, &client->servers, &client->nservers, err, errlen) < 0) {
-        free(client);
-        return NULL;
+    client->opt.key_file = client->opt.next_key_file = NULL; /* the caller's strings */
+    if (opt->key_file != NULL) {
+        if (keyfile_load(opt->key_file, client->key, err, errlen) < 0)
+            goto fail;
+        client->has_key = 1;
     }
+    if (opt->next_key_file != NULL) {
+        if (keyfile_load(opt->next_key_file, client->next_key, err, errlen) < 0)
+            goto fail;
+        client->has_next_key = 1;
+    }
+    if (sc_servers_parse(servers, opt, &client->servers, &client->nservers, err, errlen) < 0)
+        goto fail;
     rc = pthread_key_create(&client->thread_key, sc_thread_exit);
     if (rc != 0) {
         sc_set_error(err, errlen, "pthread_key_create: %s", strerror(rc));
         sc_servers_free(client->servers, client->nservers);
-        free(client);
-        return NULL;
+        goto fail;
     }
     pthread_mutex_init(&client->threads_lock, NULL);
     return client;
+
+fail:
+    OPENSSL_cleanse(client->key, sizeof(client->key));
+    OPENSSL_cleanse(client->next_key, sizeof(client->next_key));
+    free(client);
+    return NULL;
 }
 
 void sc_client_free(sc_client *client)
@@ -261,13 +326,14 @@ void sc_client_free(sc_client *client)
     pthread_mutex_lock(&client->threads_lock);
     for (t = client->threads; t != NULL; t = next) {
         next = t->next;
-        sc_thread_close_fds(t);
-        free(t);
+        sc_thread_free(t);
     }
     client->threads = NULL;
     pthread_mutex_unlock(&client->threads_lock);
     pthread_mutex_destroy(&client->threads_lock);
     sc_servers_free(client->servers, client->nservers);
+    OPENSSL_cleanse(client->key, sizeof(client->key));
+    OPENSSL_cleanse(client->next_key, sizeof(client->next_key));
     free(client);
 }
 
@@ -294,171 +360,54 @@ void sc_get_stats(sc_client *client, sc_stats *out)
     out->stores = sum[SC_C_STORES];
     out->removes = sum[SC_C_REMOVES];
     out->too_large = sum[SC_C_TOO_LARGE];
+    out->auth_failures = sum[SC_C_AUTH_FAILURES];
+    out->late_answers = sum[SC_C_LATE_ANSWERS];
 }
 
-/* --- the wire: one datagram out, answers in --- */
+/* --- operations --- */
 
-int sc_udp_open(const sc_server *server)
+/* Room for a request of `need` bytes in the thread's send buffer, grown in
+ * 4 KiB steps; the buffer is wiped after each use, so the old one is not. */
+static uint8_t *sc_thread_sbuf(sc_thread *t, size_t need)
 {
-    int fd = socket(server->addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int saved;
+    if (t->sbuf_cap < need) {
+        size_t cap = (need + 4095) & ~(size_t)4095;
+        uint8_t *bigger = malloc(cap);
 
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (const struct sockaddr *)&server->addr, server->addr_len) < 0) {
-        saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
+        if (bigger == NULL)
+            return NULL;
+        free(t->sbuf);
+        t->sbuf = bigger;
+        t->sbuf_cap = cap;
     }
-    return fd;
+    return t->sbuf;
 }
 
-int sc_send_datagram(int fd, const uint8_t *header, const uint8_t *value, size_t value_len,
-                     int *stale_refusal)
+void sc_reply_done(const sc_reply *reply)
 {
-    struct iovec iov[2];
-    struct msghdr mh;
-    int attempts = 0;
-
-    memset(&mh, 0, sizeof(mh));
-    iov[0].iov_base = (void *)header;
-    iov[0].iov_len = PROTO_V1_HEADER_LEN;
-    iov[1].iov_base = (void *)value;
-    iov[1].iov_len = value_len;
-    mh.msg_iov = iov;
-    mh.msg_iovlen = value_len > 0 ? 2 : 1;
-    *stale_refusal = 0;
-    for (;;) {
-        if (sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
-            return 0; /* UDP: the whole datagram or nothing */
-        if (errno == EINTR)
-            continue;
-        if (errno != ECONNREFUSED || ++attempts > 1)
-            return -1;
-        *stale_refusal = 1;
-    }
+    if (reply->datagram != NULL)
+        OPENSSL_cleanse(reply->datagram, reply->datagram_len);
 }
 
-sc_answer sc_recv_answer(int fd, const uint8_t key[SC_KEY_LEN], uint8_t *dst, size_t cap,
-                         size_t *value_len)
+/* Sends the request to the first server the breakers let through and waits
+ * for its answer. `sent` is the counter a successful send bumps (SC_C_COUNT:
+ * none). */
+static sc_result sc_call(sc_client *client, sc_thread *t, const sc_request *req,
+                         const uint8_t *dgram, size_t len, enum sc_counter sent, sc_reply *reply)
 {
-    uint8_t header[PROTO_V1_HEADER_LEN];
-    struct iovec iov[2];
-    struct msghdr mh;
-    proto_v1_msg msg;
-    size_t len, landed;
-    ssize_t n;
-    sc_answer verdict;
-
-    memset(&mh, 0, sizeof(mh));
-    iov[0].iov_base = header;
-    iov[0].iov_len = sizeof(header);
-    iov[1].iov_base = dst;
-    iov[1].iov_len = cap;
-    mh.msg_iov = iov;
-    mh.msg_iovlen = cap > 0 ? 2 : 1;
-    /* MSG_TRUNC: the return value is the datagram's real length even when
-     * it did not fit, which is how a too-small buffer is told apart. */
-    n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? SC_ANS_AGAIN
-                                                                         : SC_ANS_ERROR;
-    len = (size_t)n;
-    landed = len > sizeof(header) ? len - sizeof(header) : 0;
-    if (landed > cap)
-        landed = cap;
-    if (len > PROTO_MAX_DATAGRAM ||
-        proto_v1_parse_answer(header, len < sizeof(header) ? len : sizeof(header), &msg) !=
-            PROTO_OK) {
-        verdict = SC_ANS_MALFORMED;
-    } else if (memcmp(msg.key, key, SC_KEY_LEN) != 0) {
-        verdict = SC_ANS_STALE;
-    } else if (msg.type == PROTO_V1_NOT_FOUND) {
-        /* The parser saw only the header; the trailing-bytes rule is ours. */
-        verdict = len == sizeof(header) ? SC_ANS_NOT_FOUND : SC_ANS_MALFORMED;
-    } else {
-        *value_len = len - sizeof(header);
-        verdict = *value_len <= cap ? SC_ANS_FOUND : SC_ANS_TOO_LARGE;
-    }
-    if (verdict != SC_ANS_FOUND && landed > 0)
-        OPENSSL_cleanse(dst, landed); /* someone's session bytes we will not use */
-    return verdict;
-}
-
-/* Sends the GET on fd and waits for our answer until deadline_ns. Returns
- * FOUND, NOT_FOUND, TOO_LARGE, AGAIN (timed out) or ERROR (errno set). */
-static sc_answer sc_exchange(sc_thread *t, int fd, const uint8_t *request, uint8_t *buf, size_t cap,
-                             size_t *value_len, int64_t deadline_ns)
-{
-    const uint8_t *key = request + 4;
-    int stale_refusal;
-
-    if (sc_send_datagram(fd, request, NULL, 0, &stale_refusal) < 0)
-        return SC_ANS_ERROR;
-    for (;;) {
-        int64_t left = deadline_ns - sc_now_ns();
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        struct timespec ts;
-        int rc;
-
-        if (left <= 0)
-            return SC_ANS_AGAIN;
-        ts.tv_sec = (time_t)(left / 1000000000);
-        ts.tv_nsec = (long)(left % 1000000000);
-        rc = ppoll(&pfd, 1, &ts, NULL);
-        if (rc < 0 && errno != EINTR)
-            return SC_ANS_ERROR;
-        if (rc <= 0)
-            continue; /* interrupted, or time is up: the top of the loop decides */
-        /* Drain what is queued: late answers for other keys come first. */
-        for (;;) {
-            sc_answer a = sc_recv_answer(fd, key, buf, cap, value_len);
-
-            if (a == SC_ANS_STALE)
-                continue;
-            if (a == SC_ANS_MALFORMED) {
-                sc_count(t, SC_C_ERRORS);
-                continue;
-            }
-            if (a == SC_ANS_AGAIN)
-                break;
-            return a;
-        }
-    }
-}
-
-sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *buf, size_t cap,
-                 size_t *value_len)
-{
-    uint8_t request[PROTO_V1_HEADER_LEN], order[SC_MAX_SERVERS];
+    uint8_t order[SC_MAX_SERVERS];
     sc_result result = SC_SKIPPED;
-    int64_t now, deadline;
+    int64_t now = sc_now_ns();
+    int64_t deadline = now + (int64_t)client->opt.timeout_ms * 1000000;
     int saved_errno = 0;
-    sc_thread *t;
-    size_t n;
-
-    if (client == NULL || id == NULL || id_len == 0 || id_len > SC_KEY_LEN || value_len == NULL ||
-        (buf == NULL && cap > 0))
-        return SC_ERR_ARG;
-    *value_len = 0;
-    if (proto_v1_encode(request, sizeof(request), PROTO_V1_GET, 0, id, id_len, NULL, 0, NULL) !=
-        PROTO_OK)
-        return SC_ERR_ARG;
-    t = sc_thread_get(client);
-    if (t == NULL)
-        return SC_ERR_SYSTEM;
-    sc_count(t, SC_C_LOOKUPS);
-    n = sc_servers_order(client, sc_key_hash(request + 4), order);
-    now = sc_now_ns();
-    deadline = now + (int64_t)client->opt.timeout_ms * 1000000;
+    size_t n = sc_servers_order(client, req->key->hash, order);
 
     for (size_t k = 0; k < n; k++) {
         size_t i = order[k];
         sc_breaker *breaker = &client->servers[i].breaker;
         sc_admit how = sc_breaker_admit(breaker, now, 1);
         sc_answer answer;
-        int fd;
+        int fd, stale_refusal;
 
         if (how == SC_ADMIT_SKIP) {
             sc_count(t, SC_C_SKIPPED);
@@ -476,22 +425,33 @@ sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *b
             result = SC_ERR_SYSTEM;
             continue;
         }
-        answer = sc_exchange(t, fd, request, buf, cap, value_len, deadline);
+        if (sc_send_datagram(fd, dgram, len, &stale_refusal) < 0) {
+            answer = SC_ANS_ERROR;
+        } else {
+            if (sent != SC_C_COUNT)
+                sc_count(t, sent);
+            answer = sc_wait_answer(t, fd, req, reply, deadline);
+        }
         now = sc_now_ns();
         switch (answer) {
-        case SC_ANS_FOUND:
+        case SC_ANS_OK:
             sc_breaker_success(breaker, how, &client->opt);
-            sc_count(t, SC_C_HITS);
+            if (req->op == PROTO_V2_GET)
+                sc_count(t, SC_C_HITS);
             return SC_OK;
         case SC_ANS_NOT_FOUND:
             sc_breaker_success(breaker, how, &client->opt);
-            sc_count(t, SC_C_MISSES);
+            if (req->op == PROTO_V2_GET)
+                sc_count(t, SC_C_MISSES);
             return SC_NOT_FOUND;
-        case SC_ANS_TOO_LARGE:
-            /* The server has it; the caller's buffer is short (*value_len says how short). */
+        case SC_ANS_REFUSED:
+            /* It answered. A GET is refused only in plaintext from a source
+             * that is not loopback (the daemon will not amplify): for a
+             * handshake that is a miss. */
             sc_breaker_success(breaker, how, &client->opt);
-            sc_count(t, SC_C_HITS);
-            return SC_ERR_TOO_LARGE;
+            if (req->op == PROTO_V2_GET)
+                sc_count(t, SC_C_MISSES);
+            return SC_REFUSED;
         case SC_ANS_AGAIN:
             sc_breaker_failure(breaker, how, now, &client->opt);
             sc_count(t, SC_C_TIMEOUTS);
@@ -512,16 +472,16 @@ sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *b
     return result;
 }
 
-/* PUT and REMOVE: one datagram to the first server the breaker lets
- * through, no answer awaited. */
-static sc_result sc_send_oneway(sc_client *client, sc_thread *t, const uint8_t *header,
-                                const uint8_t *value, size_t value_len, enum sc_counter sent)
+/* A put or remove nobody waits for: one datagram to the first server the
+ * breaker lets through. */
+static sc_result sc_send_oneway(sc_client *client, sc_thread *t, const sc_key *key,
+                                const uint8_t *dgram, size_t len, enum sc_counter sent)
 {
     uint8_t order[SC_MAX_SERVERS];
     sc_result result = SC_SKIPPED;
     int saved_errno = 0;
     int64_t now = sc_now_ns();
-    size_t n = sc_servers_order(client, sc_key_hash(header + 4), order);
+    size_t n = sc_servers_order(client, key->hash, order);
 
     for (size_t k = 0; k < n; k++) {
         size_t i = order[k];
@@ -539,7 +499,7 @@ static sc_result sc_send_oneway(sc_client *client, sc_thread *t, const uint8_t *
             result = SC_ERR_SYSTEM;
             continue;
         }
-        rc = sc_send_datagram(fd, header, value, value_len, &stale_refusal);
+        rc = sc_send_datagram(fd, dgram, len, &stale_refusal);
         if (stale_refusal) {
             /* An earlier datagram to this server was refused: the only news
              * fire-and-forget traffic ever gets that nobody listens. */
@@ -561,42 +521,238 @@ static sc_result sc_send_oneway(sc_client *client, sc_thread *t, const uint8_t *
     return result;
 }
 
-sc_result sc_put(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
-                 size_t value_len, unsigned ttl_seconds)
+sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply)
 {
-    uint8_t header[PROTO_V1_HEADER_LEN];
+    int wait = op->op == PROTO_V2_GET || op->wait;
+    enum sc_counter sent;
+    sc_request req;
+    sc_result result;
+    sc_key key;
     sc_thread *t;
+    uint8_t *dgram;
+    size_t len = 0;
 
-    if (client == NULL || id == NULL || id_len == 0 || id_len > SC_KEY_LEN || value == NULL ||
-        value_len == 0)
+    memset(reply, 0, sizeof(*reply));
+    if (client == NULL ||
+        (op->op != PROTO_V2_GET && op->op != PROTO_V2_PUT && op->op != PROTO_V2_DEL))
+        return SC_ERR_ARG;
+    if (wait && op->op != PROTO_V2_GET && client->opt.protocol == 1)
+        return SC_ERR_ARG; /* v1 never answers a put or a remove */
+    if (op->op == PROTO_V2_PUT && (op->value == NULL || op->value_len == 0))
+        return SC_ERR_ARG;
+    if (sc_key_make(client, op->ns, op->id, op->id_len, &key) < 0)
         return SC_ERR_ARG;
     t = sc_thread_get(client);
     if (t == NULL)
         return SC_ERR_SYSTEM;
-    if (value_len > PROTO_V1_MAX_VALUE) {
+    if (op->op == PROTO_V2_GET)
+        sc_count(t, SC_C_LOOKUPS);
+    if (op->value_len > sc_max_value(client)) {
         sc_count(t, SC_C_TOO_LARGE);
         return SC_ERR_TOO_LARGE;
     }
-    if (ttl_seconds > SC_MAX_TTL)
-        ttl_seconds = SC_MAX_TTL;
-    if (proto_v1_encode(header, sizeof(header), PROTO_V1_NEW, (uint16_t)ttl_seconds, id, id_len,
-                        NULL, 0, NULL) != PROTO_OK)
+    dgram = sc_thread_sbuf(t, sc_build_size(client, key.len, op->value_len));
+    if (dgram == NULL) {
+        sc_count(t, SC_C_ERRORS);
+        errno = ENOMEM;
+        return SC_ERR_SYSTEM;
+    }
+    req.op = op->op;
+    req.key = &key;
+    req.request_id = 0;
+    result = sc_build(t, &req, wait ? 0 : PROTO_V2_F_NO_REPLY, op->value, op->value_len, op->ttl,
+                      dgram, t->sbuf_cap, &len);
+    if (result != SC_OK) {
+        sc_count(t, result == SC_ERR_TOO_LARGE ? SC_C_TOO_LARGE : SC_C_ERRORS);
+        return result;
+    }
+    sent = op->op == PROTO_V2_PUT   ? SC_C_STORES
+           : op->op == PROTO_V2_DEL ? SC_C_REMOVES
+                                    : SC_C_COUNT;
+    if (wait)
+        result = sc_call(client, t, &req, dgram, len, sent, reply);
+    else
+        result = sc_send_oneway(client, t, &key, dgram, len, sent);
+    OPENSSL_cleanse(dgram, len);
+    return result;
+}
+
+/* --- the public raw operations --- */
+
+sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *buf, size_t cap,
+                 size_t *value_len)
+{
+    sc_op op = {.op = PROTO_V2_GET, .id = id, .id_len = id_len};
+    sc_reply reply;
+    sc_result r;
+
+    if (client == NULL || value_len == NULL || (buf == NULL && cap > 0))
         return SC_ERR_ARG;
-    return sc_send_oneway(client, t, header, value, value_len, SC_C_STORES);
+    *value_len = 0;
+    op.ns = client->opt.default_namespace;
+    r = sc_run(client, &op, &reply);
+    if (r != SC_OK)
+        return r;
+    /* The server has it; a short buffer is the caller's (the size is told). */
+    *value_len = reply.value_len;
+    if (reply.value_len > cap)
+        r = SC_ERR_TOO_LARGE;
+    else if (reply.value_len > 0)
+        memcpy(buf, reply.value, reply.value_len);
+    sc_reply_done(&reply);
+    return r;
+}
+
+static sc_result sc_store(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
+                          size_t value_len, unsigned ttl_seconds, int wait)
+{
+    sc_op op = {.op = PROTO_V2_PUT,
+                .id = id,
+                .id_len = id_len,
+                .value = value,
+                .value_len = value_len,
+                .ttl = ttl_seconds,
+                .wait = wait};
+    sc_reply reply;
+    sc_result r;
+
+    if (client == NULL)
+        return SC_ERR_ARG;
+    op.ns = client->opt.default_namespace;
+    r = sc_run(client, &op, &reply);
+    sc_reply_done(&reply);
+    return r;
+}
+
+sc_result sc_put(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
+                 size_t value_len, unsigned ttl_seconds)
+{
+    return sc_store(client, id, id_len, value, value_len, ttl_seconds, 0);
+}
+
+sc_result sc_put_wait(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
+                      size_t value_len, unsigned ttl_seconds)
+{
+    return sc_store(client, id, id_len, value, value_len, ttl_seconds, 1);
+}
+
+static sc_result sc_delete(sc_client *client, const uint8_t *id, size_t id_len, int wait)
+{
+    sc_op op = {.op = PROTO_V2_DEL, .id = id, .id_len = id_len, .wait = wait};
+    sc_reply reply;
+    sc_result r;
+
+    if (client == NULL)
+        return SC_ERR_ARG;
+    op.ns = client->opt.default_namespace;
+    r = sc_run(client, &op, &reply);
+    sc_reply_done(&reply);
+    return r;
 }
 
 sc_result sc_remove(sc_client *client, const uint8_t *id, size_t id_len)
 {
-    uint8_t header[PROTO_V1_HEADER_LEN];
-    sc_thread *t;
+    return sc_delete(client, id, id_len, 0);
+}
 
-    if (client == NULL || id == NULL || id_len == 0 || id_len > SC_KEY_LEN)
-        return SC_ERR_ARG;
-    if (proto_v1_encode(header, sizeof(header), PROTO_V1_REMOVE, 0, id, id_len, NULL, 0, NULL) !=
-        PROTO_OK)
+sc_result sc_remove_wait(sc_client *client, const uint8_t *id, size_t id_len)
+{
+    return sc_delete(client, id, id_len, 1);
+}
+
+/* --- tools: one server, no breaker --- */
+
+size_t sc_server_count(const sc_client *client)
+{
+    return client != NULL ? client->nservers : 0;
+}
+
+const char *sc_server_name(const sc_client *client, size_t server)
+{
+    return client != NULL && server < client->nservers ? client->servers[server].name : NULL;
+}
+
+/* PING or STATS to one server, whatever its breaker says: a tool wants to
+ * know how the server is, not to be protected from it. */
+static sc_result sc_direct(sc_client *client, size_t server, uint8_t op_code, sc_reply *reply,
+                           uint64_t *rtt_ns)
+{
+    uint8_t dgram[SC_SMALL_DATAGRAM];
+    sc_request req = {.op = op_code};
+    int64_t start;
+    size_t len = 0;
+    sc_result r;
+    sc_answer a;
+    sc_thread *t;
+    int fd, stale_refusal;
+
+    memset(reply, 0, sizeof(*reply));
+    if (client == NULL || server >= client->nservers || client->opt.protocol == 1)
         return SC_ERR_ARG;
     t = sc_thread_get(client);
     if (t == NULL)
         return SC_ERR_SYSTEM;
-    return sc_send_oneway(client, t, header, NULL, 0, SC_C_REMOVES);
+    fd = sc_thread_fd(t, server);
+    if (fd < 0)
+        return SC_ERR_SYSTEM;
+    r = sc_build(t, &req, 0, NULL, 0, 0, dgram, sizeof(dgram), &len);
+    if (r != SC_OK)
+        return r;
+    start = sc_now_ns();
+    if (sc_send_datagram(fd, dgram, len, &stale_refusal) < 0)
+        a = SC_ANS_ERROR;
+    else
+        a = sc_wait_answer(t, fd, &req, reply, start + (int64_t)client->opt.timeout_ms * 1000000);
+    switch (a) {
+    case SC_ANS_OK:
+        if (rtt_ns != NULL)
+            *rtt_ns = (uint64_t)(sc_now_ns() - start);
+        return SC_OK;
+    case SC_ANS_AGAIN:
+        sc_count(t, SC_C_TIMEOUTS);
+        return SC_TIMEOUT;
+    case SC_ANS_NOT_FOUND:
+    case SC_ANS_REFUSED:
+        return SC_REFUSED;
+    default: {
+        int saved = errno;
+
+        sc_thread_socket_failed(t, server, saved);
+        sc_count(t, SC_C_ERRORS);
+        errno = saved;
+        return SC_ERR_SYSTEM;
+    }
+    }
+}
+
+sc_result sc_ping(sc_client *client, size_t server, uint64_t *rtt_ns)
+{
+    sc_reply reply;
+    sc_result r = sc_direct(client, server, PROTO_V2_PING, &reply, rtt_ns);
+
+    sc_reply_done(&reply);
+    return r;
+}
+
+sc_result sc_server_stats(sc_client *client, size_t server, char *buf, size_t cap, size_t *len)
+{
+    sc_reply reply;
+    sc_result r;
+
+    if (len == NULL || (buf == NULL && cap > 0))
+        return SC_ERR_ARG;
+    *len = 0;
+    r = sc_direct(client, server, PROTO_V2_STATS, &reply, NULL);
+    if (r == SC_OK) {
+        *len = reply.value_len;
+        if (reply.value_len + 1 > cap) {
+            r = SC_ERR_TOO_LARGE;
+        } else {
+            if (reply.value_len > 0)
+                memcpy(buf, reply.value, reply.value_len);
+            buf[reply.value_len] = '\0';
+        }
+    }
+    sc_reply_done(&reply);
+    return r;
 }

@@ -3,13 +3,16 @@
  * sessiond.
  *
  *   sessionc-echo -c cert.pem -k key.pem -p PORT [-l ADDR] [-s SERVERS]
- *                 [-1.2|-1.3] [--no-tickets] [-t TIMEOUT_MS] [-v]
+ *                 [-1.2|-1.3] [--no-tickets] [-t TIMEOUT_MS] [-K KEYFILE] [-v]
  *
  * How it works: one process, one connection at a time. It accepts, runs the
  * handshake (libsessionc looks the client's session up in sessiond and
  * stores new ones), echoes what it reads until the client closes, and takes
  * the next connection. The SSL_CTX is configured like any server's; the only
- * sessiond-specific lines are sc_client_new and sc_attach. `-p 0` binds a
+ * sessiond-specific lines are sc_client_new, sc_set_session_id_context (the
+ * context every server of the cluster shares, which also names the v2
+ * namespace its sessions live in) and sc_attach. -K gives the cluster key
+ * file: every datagram to sessiond is then sealed. `-p 0` binds a
  * free port; the line "listening on ADDR:PORT" on stderr names it. SIGTERM or
  * SIGINT ends the loop between connections and prints the counters.
  *
@@ -54,7 +57,7 @@ static void on_stop_signal(int sig)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: sessionc-echo -c CERT -k KEY -p PORT [-l ADDR] [-s SERVERS] [-1.2|-1.3]\n"
-                 "                     [--no-tickets] [-t TIMEOUT_MS] [-v]\n");
+                 "                     [--no-tickets] [-t TIMEOUT_MS] [-K KEYFILE] [-v]\n");
 }
 
 /* The reason of OpenSSL's latest error, never NULL. */
@@ -140,11 +143,9 @@ done:
 int main(int argc, char **argv)
 {
     static const struct option long_opts[] = {
-        {"1.2", no_argument, NULL, '2'},
-        {"1.3", no_argument, NULL, '3'},
-        {"no-tickets", no_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"1.2", no_argument, NULL, '2'},        {"1.3", no_argument, NULL, '3'},
+        {"no-tickets", no_argument, NULL, 'n'}, {"key-file", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *cert = NULL;
     const char *key = NULL;
@@ -171,7 +172,7 @@ int main(int argc, char **argv)
 
     sc_options_init(&opt);
     /* getopt_long_only, so that "-1.2" and "-1.3" are options too. */
-    while ((ch = getopt_long_only(argc, argv, "c:k:l:p:s:t:vh", long_opts, NULL)) != -1) {
+    while ((ch = getopt_long_only(argc, argv, "c:k:l:p:s:t:K:vh", long_opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             cert = optarg;
@@ -207,6 +208,9 @@ int main(int argc, char **argv)
             break;
         case 'n':
             no_tickets = 1;
+            break;
+        case 'K':
+            opt.key_file = optarg; /* read and checked by sc_client_new */
             break;
         case 'v':
             verbose = 1;
@@ -258,13 +262,17 @@ int main(int argc, char **argv)
      * the remove callback, which would delete the sessions cluster-wide. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     /* Every server of the cluster must use the same context, or OpenSSL
-     * refuses the sessions the others stored. */
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SID_CONTEXT,
-                                   sizeof(SID_CONTEXT) - 1);
+     * refuses the sessions the others stored; libsessionc files them under
+     * its namespace. */
+    if (sc_set_session_id_context(ctx, (const unsigned char *)SID_CONTEXT,
+                                  sizeof(SID_CONTEXT) - 1) != 0) {
+        fprintf(stderr, "sessionc-echo: cannot set the session-ID context\n");
+        goto done;
+    }
 
     sc = sc_client_new(servers, &opt, err, sizeof(err));
     if (sc == NULL) {
-        fprintf(stderr, "sessionc-echo: -s %s: %s\n", servers, err);
+        fprintf(stderr, "sessionc-echo: %s\n", err);
         goto done;
     }
     if (sc_attach(sc, ctx, 0) != 0) {
@@ -310,10 +318,11 @@ int main(int argc, char **argv)
     sc_get_stats(sc, &st);
     fprintf(stderr,
             "sessionc-echo: connections=%lu resumed=%lu lookups=%llu hits=%llu misses=%llu "
-            "timeouts=%llu skipped=%llu stores=%llu\n",
+            "timeouts=%llu skipped=%llu stores=%llu auth_failures=%llu\n",
             connections, resumed, (unsigned long long)st.lookups, (unsigned long long)st.hits,
             (unsigned long long)st.misses, (unsigned long long)st.timeouts,
-            (unsigned long long)st.skipped, (unsigned long long)st.stores);
+            (unsigned long long)st.skipped, (unsigned long long)st.stores,
+            (unsigned long long)st.auth_failures);
     status = EXIT_SUCCESS;
 
 done:

@@ -5,8 +5,9 @@
  * monotonic clock), so tests drive expiry with an injected clock and the
  * daemon reads the clock once per batch of datagrams.
  *
- * Keys are opaque byte strings of 1..CACHE_MAX_KEY bytes (the v1 key is the
- * 32-byte padded session ID; later versions prefix a namespace). Values are
+ * Keys are opaque byte strings of 1..CACHE_MAX_KEY bytes (the daemon puts a
+ * 1-byte protocol tag before the wire key, so v1 and v2 entries never meet:
+ * 33 bytes for a v1 session ID, up to 65 for a v2 key). Values are
  * opaque bytes (DER sessions); they are secrets, so every entry is wiped with
  * OPENSSL_cleanse before its memory is freed.
  */
@@ -16,21 +17,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CACHE_MAX_KEY 64
+#define CACHE_MAX_KEY 65
 
 typedef struct cache cache;
 
 typedef struct cache_stats {
-    uint64_t gets;    /* lookups */
-    uint64_t hits;    /* lookups that found a live entry */
-    uint64_t misses;  /* lookups that found nothing, or only an expired entry */
-    uint64_t puts;    /* entries stored (new or replacing) */
-    uint64_t removes; /* entries deleted on request */
-    uint64_t expired; /* entries dropped because their TTL passed */
-    uint64_t evicted; /* entries dropped to stay within the byte budget */
+    uint64_t gets;     /* lookups */
+    uint64_t hits;     /* lookups that found a live entry */
+    uint64_t misses;   /* lookups that found nothing, or only an expired entry */
+    uint64_t puts;     /* entries stored (new or replacing) */
+    uint64_t removes;  /* entries deleted on request */
+    uint64_t expired;  /* entries dropped because their TTL passed */
+    uint64_t evicted;  /* entries dropped to stay within the byte budget */
     uint64_t rejected; /* puts refused: bad key, empty value, larger than the budget, no memory */
-    uint64_t entries; /* entries stored now */
-    uint64_t bytes;   /* bytes charged now: keys + values + per-entry overhead */
+    uint64_t entries;  /* entries stored now */
+    uint64_t bytes;    /* bytes charged now: keys + values + per-entry overhead */
 } cache_stats;
 
 /* Frees one entry's memory after it has been wiped; `size` is what was
@@ -55,8 +56,8 @@ void cache_free(cache *c);
  * (counted in `rejected`): key length 0 or over CACHE_MAX_KEY, value_len 0 or
  * over 16 MiB - 1, ttl_ms 0, an entry larger than the whole budget, or no
  * memory. A refusal for size or arguments leaves an existing entry alone. */
-int cache_put(cache *c, const uint8_t *key, size_t key_len, const uint8_t *value,
-              size_t value_len, uint64_t ttl_ms, uint64_t now_ms);
+int cache_put(cache *c, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len,
+              uint64_t ttl_ms, uint64_t now_ms);
 
 /* Returns the live entry's value and marks it most recently used, or NULL.
  * The pointer is valid until the next call that changes the cache; no copy

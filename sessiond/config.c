@@ -27,6 +27,20 @@
  *   --listen      numeric addresses only (inet_pton): no name lookups at
  *                 startup, so a DNS outage never stops the daemon. Known
  *                 limit: an IPv6 scope (fe80::1%eth0) is not accepted.
+ *   --allow       a CIDR block (acl.c parses it, strictly), repeatable up to
+ *                 ACL_MAX_RULES times per address family.
+ *   --window      1 .. 3600 s. The window is how long a captured sealed
+ *                 datagram can be replayed; with NTP-synchronised clocks a
+ *                 few seconds would do, 30 s (the default) leaves room for
+ *                 a sloppy clock, and over an hour is no protection at all.
+ *   --user        looked up here (getpwnam) so an unknown user is a command
+ *                 line error like any other; the switch itself happens in
+ *                 main.c, after binding and reading the keys.
+ *
+ * Combinations refused after the loop, because each is a security setting
+ * that would silently do nothing: --next-key-file or --allow-plaintext
+ * without --key-file, and --allow-plaintext without any --allow (with a key,
+ * loopback is not implied, so it would admit no one).
  *
  * Known limit: RETURN_IN_ORDER is a GNU getopt extension (glibc and musl
  * have it); the cheaper alternative, permuting and reading the bare port
@@ -40,6 +54,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,11 +66,16 @@ enum {
     OPT_MAX_MEMORY = 256,
     OPT_MAX_TTL,
     OPT_PIDFILE,
+    OPT_KEY_FILE,
+    OPT_NEXT_KEY_FILE,
+    OPT_ALLOW,
+    OPT_ALLOW_PLAINTEXT,
+    OPT_WINDOW,
 };
 
 /* '-': bare arguments come back in order as option 1; ':': quiet getopt,
  * and a missing argument returns ':'. */
-static const char config_optstring[] = "-:p:l:fdhV";
+static const char config_optstring[] = "-:p:l:fdhVu:";
 
 static const struct option config_options[] = {
     {"port", required_argument, NULL, 'p'},
@@ -65,6 +85,12 @@ static const struct option config_options[] = {
     {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"max-ttl", required_argument, NULL, OPT_MAX_TTL},
     {"pidfile", required_argument, NULL, OPT_PIDFILE},
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},
+    {"next-key-file", required_argument, NULL, OPT_NEXT_KEY_FILE},
+    {"allow", required_argument, NULL, OPT_ALLOW},
+    {"allow-plaintext", no_argument, NULL, OPT_ALLOW_PLAINTEXT},
+    {"window", required_argument, NULL, OPT_WINDOW},
+    {"user", required_argument, NULL, 'u'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -87,6 +113,20 @@ static const char config_usage_text[] =
     "      --max-ttl S       longest a session is kept, seconds, 1 to 604800; also the\n"
     "                        lifetime of a session stored with timeout 0 (default 86400)\n"
     "      --pidfile PATH    write the daemon's pid to PATH, removed on exit\n"
+    "      --key-file FILE   cluster key (32 bytes, raw or 64 hex digits, mode 0600):\n"
+    "                        sealed v2 is accepted from anywhere and answered sealed;\n"
+    "                        plaintext (v1, plain v2) is refused unless --allow-plaintext\n"
+    "      --next-key-file FILE  the next cluster key during a rollover: accepted\n"
+    "                        for opening, never used to seal\n"
+    "      --allow CIDR      a source allowed to use plaintext, e.g. 10.0.0.0/8 or\n"
+    "                        fd00::/8 (repeatable); without a key, loopback is\n"
+    "                        always allowed too\n"
+    "      --allow-plaintext with --key-file: accept plaintext from --allow sources\n"
+    "                        (for stunnel); loopback is then not implied\n"
+    "      --window S        accepted clock difference for sealed datagrams, seconds,\n"
+    "                        1 to 3600 (default 30)\n"
+    "  -u, --user USER       when started as root, switch to USER after binding and\n"
+    "                        reading the keys\n"
     "  -h, --help            print this help and exit\n"
     "  -V, --version         print the version and exit\n"
     "\n"
@@ -200,6 +240,87 @@ static int config_set_max_memory(config *cfg, const char *text)
     return 0;
 }
 
+static int config_set_window(config *cfg, const char *text)
+{
+    unsigned long long seconds;
+
+    if (config_parse_decimal(text, CONFIG_MAX_WINDOW, &seconds) != 0 || seconds == 0)
+        return -1;
+    cfg->window_s = (uint32_t)seconds;
+    return 0;
+}
+
+/* Resolves the user now, so an unknown name is refused with the other
+ * flag errors. getpwnam returns NULL both for "no such user" and for a
+ * lookup failure; errno tells them apart when it is set. */
+static int config_set_user(config *cfg, const char *text, const char *name, char *err,
+                           size_t errlen)
+{
+    const struct passwd *pw;
+
+    if (text[0] == '\0') {
+        config_error(err, errlen, "invalid %s '': empty user name", name);
+        return -1;
+    }
+    errno = 0;
+    pw = getpwnam(text);
+    if (pw == NULL) {
+        if (errno != 0 && errno != ENOENT && errno != ESRCH)
+            config_error(err, errlen, "%s '%s': cannot look the user up: %s", name, text,
+                         strerror(errno));
+        else
+            config_error(err, errlen, "%s '%s': no such user", name, text);
+        return -1;
+    }
+    cfg->user = text;
+    cfg->user_uid = pw->pw_uid;
+    cfg->user_gid = pw->pw_gid;
+    return 0;
+}
+
+static int config_set_allow(config *cfg, const char *text, char *err, size_t errlen)
+{
+    char why[192];
+    size_t same_family = 0;
+    acl_rule rule;
+
+    if (acl_parse_rule(text, &rule, why, sizeof(why)) != 0) {
+        config_error(err, errlen, "invalid --allow %s", why);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_allow; i++)
+        same_family += cfg->allow[i].family == rule.family;
+    if (same_family >= ACL_MAX_RULES || cfg->n_allow >= ACL_MAX_RULES) {
+        config_error(err, errlen, "too many --allow rules at '%s': at most %d", text,
+                     ACL_MAX_RULES);
+        return -1;
+    }
+    cfg->allow[cfg->n_allow++] = rule;
+    return 0;
+}
+
+/* The rules between flags, checked once all are known. */
+static int config_check_combinations(const config *cfg, char *err, size_t errlen)
+{
+    if (cfg->next_key_file != NULL && cfg->key_file == NULL) {
+        config_error(err, errlen, "--next-key-file needs --key-file (the key that seals)");
+        return -1;
+    }
+    if (cfg->allow_plaintext && cfg->key_file == NULL) {
+        config_error(err, errlen,
+                     "--allow-plaintext needs --key-file (without a key, plaintext is already "
+                     "accepted from loopback and --allow sources)");
+        return -1;
+    }
+    if (cfg->allow_plaintext && cfg->n_allow == 0) {
+        config_error(err, errlen,
+                     "--allow-plaintext needs at least one --allow (with a key, loopback is "
+                     "not implied)");
+        return -1;
+    }
+    return 0;
+}
+
 static int config_set_max_ttl(config *cfg, const char *text)
 {
     unsigned long long seconds;
@@ -300,6 +421,14 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
     cfg->max_memory = CONFIG_DEFAULT_MAX_MEMORY;
     cfg->max_ttl = CONFIG_DEFAULT_MAX_TTL;
     cfg->pidfile = NULL;
+    cfg->key_file = NULL;
+    cfg->next_key_file = NULL;
+    cfg->n_allow = 0;
+    cfg->allow_plaintext = 0;
+    cfg->window_s = CONFIG_DEFAULT_WINDOW;
+    cfg->user = NULL;
+    cfg->user_uid = 0;
+    cfg->user_gid = 0;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
 
@@ -371,6 +500,38 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
             }
             cfg->pidfile = optarg;
             break;
+        case OPT_KEY_FILE:
+        case OPT_NEXT_KEY_FILE:
+            if (optarg[0] == '\0') {
+                config_error(err, errlen, "invalid %s '': empty path",
+                             opt == OPT_KEY_FILE ? "--key-file" : "--next-key-file");
+                return CONFIG_ERROR;
+            }
+            if (opt == OPT_KEY_FILE)
+                cfg->key_file = optarg;
+            else
+                cfg->next_key_file = optarg;
+            break;
+        case OPT_ALLOW:
+            if (config_set_allow(cfg, optarg, err, errlen) != 0)
+                return CONFIG_ERROR;
+            break;
+        case OPT_ALLOW_PLAINTEXT:
+            cfg->allow_plaintext = 1;
+            break;
+        case OPT_WINDOW:
+            if (config_set_window(cfg, optarg) != 0) {
+                config_error(err, errlen,
+                             "invalid --window '%s': not a number of seconds from 1 to %u", optarg,
+                             (unsigned)CONFIG_MAX_WINDOW);
+                return CONFIG_ERROR;
+            }
+            break;
+        case 'u':
+            config_option_name('u', token, name, sizeof(name));
+            if (config_set_user(cfg, optarg, name, err, errlen) != 0)
+                return CONFIG_ERROR;
+            break;
         case 'h':
             return CONFIG_HELP;
         case 'V':
@@ -397,5 +558,7 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
             return CONFIG_ERROR;
         }
     }
+    if (config_check_combinations(cfg, err, errlen) != 0)
+        return CONFIG_ERROR;
     return CONFIG_RUN;
 }

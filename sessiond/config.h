@@ -1,13 +1,18 @@
 /* config.h — sessiond's settings and the command-line parser that fills them.
  *
  * Parsing is separate from main() so it can be unit-tested: it never prints,
- * never exits, and reports a bad flag as a one-line message in `err`.
+ * never exits, and reports a bad flag as a one-line message in `err`. It
+ * reads no files either: the key files are loaded by main() (before it drops
+ * privileges); only -u/--user is resolved here, with getpwnam.
  */
 #ifndef SESSIOND_CONFIG_H
 #define SESSIOND_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "acl.h"
 
 #define CONFIG_DEFAULT_PORT       54321
 #define CONFIG_DEFAULT_LISTEN     "127.0.0.1"
@@ -17,15 +22,27 @@
 #define CONFIG_MIN_MAX_MEMORY (64u * 1024)
 #define CONFIG_MAX_MAX_MEMORY (1024ull * 1024 * 1024 * 1024)
 #define CONFIG_MAX_MAX_TTL    604800u
+/* --window: default and bounds, seconds (see config.c). */
+#define CONFIG_DEFAULT_WINDOW 30u
+#define CONFIG_MAX_WINDOW     3600u
 
 typedef struct config {
-    const char *listen_addr; /* numeric IPv4 or IPv6 address (points into argv or a literal) */
-    int port;                /* 0 asks the kernel for a free port */
-    int foreground;          /* -f: stay attached, log to stderr */
-    int debug;               /* -d: debug-level logs (never session bytes) */
-    size_t max_memory;       /* --max-memory: the cache's byte budget */
-    uint32_t max_ttl;        /* --max-ttl: default and cap for a client's timeout, seconds */
-    const char *pidfile;     /* --pidfile, or NULL */
+    const char *listen_addr;   /* numeric IPv4 or IPv6 address (points into argv or a literal) */
+    int port;                  /* 0 asks the kernel for a free port */
+    int foreground;            /* -f: stay attached, log to stderr */
+    int debug;                 /* -d: debug-level logs (never session bytes) */
+    size_t max_memory;         /* --max-memory: the cache's byte budget */
+    uint32_t max_ttl;          /* --max-ttl: default and cap for a client's timeout, seconds */
+    const char *pidfile;       /* --pidfile, or NULL */
+    const char *key_file;      /* --key-file: the cluster key, or NULL (no key: v1 rules) */
+    const char *next_key_file; /* --next-key-file: accepted for opening only, or NULL */
+    acl_rule allow[ACL_MAX_RULES]; /* --allow CIDR, in the order given */
+    size_t n_allow;
+    int allow_plaintext; /* --allow-plaintext: with a key, plaintext from --allow sources */
+    uint32_t window_s;   /* --window: accepted age of a sealed datagram's timestamp */
+    const char *user;    /* -u/--user: drop to this user after binding, or NULL */
+    uid_t user_uid;      /* its uid and primary gid, looked up while parsing */
+    gid_t user_gid;
 } config;
 
 typedef enum config_result {

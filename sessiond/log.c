@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 1024 /* message bytes per line, before the prefix */
+#define LOG_LINE_MAX 2048 /* message bytes per line, before the prefix */
 
 static int log_to_syslog;
 static int log_debug;

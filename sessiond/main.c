@@ -7,8 +7,13 @@
  *   2. Logging: stderr with -f; otherwise syslog from the start, so a
  *      daemon started from a shell prints nothing on success (everything,
  *      the "listening on" line too, goes to syslog), only errors.
- *   3. server_create binds the socket before detaching, so "address in use"
- *      reaches the terminal as one line and exit status 1.
+ *   3. The key files (--key-file, --next-key-file) are read with
+ *      keyfile_load and turned into a sealer; the raw keys are wiped at
+ *      once. This happens before anything else that can fail late, and
+ *      while the process may still be root, so a key file readable only by
+ *      root works with -u. A bad key file is one line naming it, status 1.
+ *      server_create then binds the socket before detaching, so "address in
+ *      use" reaches the terminal as one line and exit status 1.
  *   4. Without -f, detach: fork, setsid, fork again (the daemon is then no
  *      session leader and can never acquire a controlling terminal),
  *      chdir("/"), umask(027), stdin/stdout/stderr on /dev/null. The
@@ -20,19 +25,31 @@
  *      written to a temporary file and renamed, so a reader never sees it
  *      half written. A relative path is made absolute first (the daemon
  *      changes to /). On exit it is removed if it still holds our pid.
- *   6. server_run until SIGTERM/SIGINT, then server_free.
+ *   6. With -u as root: initgroups, setgid, setuid to the user, then check
+ *      that setuid(0) and setgid(0) now fail (if either worked the switch
+ *      was not complete, and the daemon refuses to run). Done after the
+ *      pidfile (usually in a root-only /run) and before the loop reads a
+ *      single datagram. After it the daemon opens no file: logs go to
+ *      stderr or the syslog socket it already knows. -u as another user
+ *      than root is an error (status 1), unless it names the user the
+ *      daemon already runs as, which is accepted as a no-op.
+ *   7. server_run until SIGTERM/SIGINT, then server_free.
  * Exit status: 0 clean stop, 1 runtime failure (bind, pidfile, fork, the
  * loop), 2 bad command line.
  *
  * Known limits: an existing pidfile is overwritten without checking whether
  * its pid is alive (a second daemon on the same port fails to bind anyway);
+ * after -u the daemon usually cannot remove its pidfile from a root-owned
+ * directory, which it logs (service managers clean up after themselves);
  * the daemon is considered started once the pidfile is written, so a
  * failure to create the event loop after that is only in syslog and the
  * exit status of a process nobody waits for.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +60,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "keyfile.h"
 #include "log.h"
+#include "proto_v2.h"
 #include "server.h"
 
 #define EXIT_RUNTIME 1
@@ -131,7 +150,7 @@ fail:
 
 /* Removes the pidfile if it still names this process: a pidfile another
  * instance has since taken over is left alone. */
-static void main_remove_pidfile(const char *path)
+static void main_remove_pidfile(const char *path, int dropped_privileges)
 {
     char text[32];
     ssize_t n;
@@ -144,8 +163,12 @@ static void main_remove_pidfile(const char *path)
     if (n <= 0)
         return;
     text[n] = '\0';
-    if (strtol(text, NULL, 10) == (long)getpid() && unlink(path) != 0)
-        log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", path, strerror(errno));
+    if (strtol(text, NULL, 10) == (long)getpid() && unlink(path) != 0) {
+        if (dropped_privileges && errno == EACCES)
+            log_msg(LOG_INFO, "pidfile %s left in place: no right to remove it after -u", path);
+        else
+            log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", path, strerror(errno));
+    }
 }
 
 /* The started process, after the first fork: waits for the daemon's word on
@@ -260,16 +283,111 @@ static void main_report_ready(int ready_fd, const char *msg)
     close(ready_fd);
 }
 
+/* Logs a key's ID (public: lets operators check nodes hold the same key). */
+static void main_log_key_id(const char *what, const uint8_t key[PROTO_V2_CLUSTER_KEY_LEN])
+{
+    uint8_t id[PROTO_V2_KEY_ID_LEN];
+
+    if (proto_v2_key_id(key, id) == 0)
+        log_msg(LOG_INFO, "%s id %02x%02x%02x%02x", what, id[0], id[1], id[2], id[3]);
+}
+
+/* Reads the key files into a sealer. Returns 0 with *out NULL when no key
+ * is configured, 0 with the sealer, or -1 with a one-line reason naming
+ * the flag and the file. The raw keys are wiped before returning. */
+static int main_load_keys(const config *cfg, proto_v2_sealer **out, char *err, size_t errlen)
+{
+    uint8_t key[KEYFILE_KEY_LEN];
+    uint8_t next[KEYFILE_KEY_LEN];
+    char why[PATH_MAX + 160];
+    int rc = -1;
+
+    *out = NULL;
+    if (cfg->key_file == NULL)
+        return 0;
+    if (keyfile_load(cfg->key_file, key, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "--key-file: %s", why);
+        goto done;
+    }
+    if (cfg->next_key_file != NULL &&
+        keyfile_load(cfg->next_key_file, next, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "--next-key-file: %s", why);
+        goto done;
+    }
+    *out = proto_v2_sealer_new(key, cfg->next_key_file != NULL ? next : NULL);
+    if (*out == NULL) {
+        snprintf(err, errlen, "cannot set up AES-256-GCM with the cluster key");
+        goto done;
+    }
+    main_log_key_id("cluster key", key);
+    if (cfg->next_key_file != NULL)
+        main_log_key_id("next cluster key (opening only)", next);
+    rc = 0;
+
+done:
+    OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(next, sizeof(next));
+    return rc;
+}
+
+/* -u as someone other than root: accepted only if it changes nothing. */
+static int main_check_user(const config *cfg, char *err, size_t errlen)
+{
+    if (cfg->user == NULL || geteuid() == 0)
+        return 0;
+    if (cfg->user_uid == geteuid() && cfg->user_gid == getegid())
+        return 0;
+    snprintf(err, errlen, "-u %s: only root can switch users (running as uid %ld)", cfg->user,
+             (long)geteuid());
+    return -1;
+}
+
+/* Becomes cfg->user for good, then proves it: regaining root must fail. */
+static int main_drop_privileges(const config *cfg, char *err, size_t errlen)
+{
+    if (initgroups(cfg->user, cfg->user_gid) != 0) {
+        snprintf(err, errlen, "-u %s: cannot set its groups: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setgid(cfg->user_gid) != 0) {
+        snprintf(err, errlen, "-u %s: cannot set group %ld: %s", cfg->user, (long)cfg->user_gid,
+                 strerror(errno));
+        return -1;
+    }
+    if (setuid(cfg->user_uid) != 0) {
+        snprintf(err, errlen, "-u %s: cannot set user %ld: %s", cfg->user, (long)cfg->user_uid,
+                 strerror(errno));
+        return -1;
+    }
+    if (getuid() != cfg->user_uid || geteuid() != cfg->user_uid || getgid() != cfg->user_gid ||
+        getegid() != cfg->user_gid ||
+        (cfg->user_uid != 0 && (setuid(0) != -1 || seteuid(0) != -1)) ||
+        (cfg->user_gid != 0 && cfg->user_uid != 0 && (setgid(0) != -1 || setegid(0) != -1))) {
+        snprintf(err, errlen,
+                 "-u %s: the switch did not take (root could be regained); refusing "
+                 "to run",
+                 cfg->user);
+        return -1;
+    }
+    log_msg(LOG_INFO, "running as user %s (uid %ld, gid %ld)", cfg->user, (long)cfg->user_uid,
+            (long)cfg->user_gid);
+    return 0;
+}
+
 static void main_log_startup(const config *cfg)
 {
     int v6 = strchr(cfg->listen_addr, ':') != NULL;
+    char window[32];
+
+    snprintf(window, sizeof(window), "%u s", (unsigned)cfg->window_s);
 
     log_msg(LOG_INFO,
             "sessiond %s started (pid %ld, %s): listen %s%s%s:%d%s, max-memory %zu bytes, "
-            "max-ttl %u s%s",
+            "max-ttl %u s%s%s%s",
             SESSIOND_VERSION, (long)getpid(), cfg->foreground ? "foreground" : "daemon",
             v6 ? "[" : "", cfg->listen_addr, v6 ? "]" : "", cfg->port,
             cfg->port == 0 ? " (any free port)" : "", cfg->max_memory, (unsigned)cfg->max_ttl,
+            cfg->key_file != NULL ? ", window " : "", cfg->key_file != NULL ? window : "",
             cfg->debug ? ", debug" : "");
 }
 
@@ -279,9 +397,11 @@ int main(int argc, char **argv)
     char err[PATH_MAX + 256]; /* room for a path in the message */
     char pidfile[PATH_MAX];
     int have_pidfile = 0;
+    int dropped = 0;
     int ready_fd = -1;
     int status = EXIT_RUNTIME;
     server *srv = NULL;
+    proto_v2_sealer *sealer = NULL;
 
     switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
     case CONFIG_HELP:
@@ -311,7 +431,11 @@ int main(int argc, char **argv)
         have_pidfile = 1;
     }
 
-    srv = server_create(&cfg, err, sizeof(err));
+    if (main_check_user(&cfg, err, sizeof(err)) != 0)
+        goto fail_print;
+    if (main_load_keys(&cfg, &sealer, err, sizeof(err)) != 0)
+        goto fail_print;
+    srv = server_create(&cfg, sealer, err, sizeof(err)); /* owns the sealer from here */
     if (srv == NULL)
         goto fail_print;
     if (!cfg.foreground && main_daemonize(&ready_fd, err, sizeof(err)) != 0)
@@ -320,6 +444,14 @@ int main(int argc, char **argv)
         have_pidfile = 0;
         goto fail_print;
     }
+    if (cfg.user != NULL && geteuid() == 0) {
+        if (main_drop_privileges(&cfg, err, sizeof(err)) != 0) {
+            if (have_pidfile)
+                main_remove_pidfile(pidfile, 0);
+            goto fail_print;
+        }
+        dropped = 1;
+    }
     main_report_ready(ready_fd, NULL);
     ready_fd = -1;
     main_log_startup(&cfg);
@@ -327,7 +459,7 @@ int main(int argc, char **argv)
     status = server_run(srv) == 0 ? 0 : EXIT_RUNTIME;
     server_free(srv);
     if (have_pidfile)
-        main_remove_pidfile(pidfile);
+        main_remove_pidfile(pidfile, dropped);
     log_msg(LOG_INFO, "exiting with status %d", status);
     return status;
 

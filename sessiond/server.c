@@ -32,8 +32,17 @@
  * server_run has its handlers in place, so a signal sent as soon as
  * "listening on" appears is held, not fatal (their default action kills).
  *
- * Known limits: one thread, one socket; a source address rule (issue 4) and
- * link-local IPv6 addresses with a scope (fe80::1%eth0) are not supported.
+ * Source policy: every datagram's sender is matched against the acl (the
+ * --allow rules, plus loopback when no cluster key is configured) with
+ * acl_match, a few compares, and dispatch applies the rest of the policy
+ * (see dispatch.h). The wall clock, which sealed timestamps are checked
+ * against and answers carry, is read once per batch like the monotonic one.
+ *
+ * The server owns the sealer handed to server_create (built by main.c from
+ * the key files, before privileges are dropped) and frees it.
+ *
+ * Known limits: one thread, one socket; link-local IPv6 addresses with a
+ * scope (fe80::1%eth0) are not supported.
  */
 #include "server.h"
 
@@ -51,6 +60,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "cache.h"
 #include "dispatch.h"
 #include "log.h"
@@ -63,7 +73,7 @@
 #define SRV_SWEEP_MS         100
 #define SRV_SWEEP_BUDGET     1000 /* entries examined per sweep: bounds a tick's cost */
 #define SRV_ERROR_LOG_GAP_MS 1000 /* at most one log line per second for I/O errors */
-#define SRV_STATS_LINE       1024
+#define SRV_STATS_LINE       2048
 
 static const int srv_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 #define SRV_NSIGNALS (sizeof(srv_signals) / sizeof(srv_signals[0]))
@@ -71,6 +81,8 @@ static const int srv_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 struct server {
     int fd;
     cache *cache;
+    proto_v2_sealer *sealer; /* NULL without --key-file */
+    acl acl;                 /* who may use plaintext */
     dispatch_ctx dispatch;
     sigset_t saved_mask; /* the mask before server_create blocked our signals */
     int signals_blocked;
@@ -87,12 +99,17 @@ struct server {
     struct iovec out_iov[SRV_BATCH];
 };
 
-static uint64_t srv_now_ms(void)
+static uint64_t srv_clock_ms(clockid_t clock)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t srv_now_ms(void)
+{
+    return srv_clock_ms(CLOCK_MONOTONIC);
 }
 
 /* "127.0.0.1:54321" or "[::1]:54321". */
@@ -183,7 +200,33 @@ fail:
     return -1;
 }
 
-server *server_create(const config *cfg, char *err, size_t errlen)
+/* One line on what the daemon accepts, so an operator can check the
+ * policy in the log:
+ *   "policy: no cluster key; plaintext from loopback, 10.0.0.0/8"
+ *   "policy: cluster key; sealed from any source; plaintext refused"
+ *   "policy: cluster key; sealed from any source; plaintext from 127.0.0.1/32" */
+static void srv_log_policy(const config *cfg, const proto_v2_sealer *sealer)
+{
+    char rules[512] = "";
+    size_t used = 0;
+    int plaintext = sealer == NULL || cfg->allow_plaintext;
+
+    if (sealer == NULL)
+        used = (size_t)snprintf(rules, sizeof(rules), "loopback");
+    for (size_t i = 0; plaintext && i < cfg->n_allow && used < sizeof(rules); i++) {
+        char rule[ACL_RULE_TEXT];
+        int n;
+
+        acl_format_rule(&cfg->allow[i], rule, sizeof(rule));
+        n = snprintf(rules + used, sizeof(rules) - used, "%s%s", used > 0 ? ", " : "", rule);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    log_msg(LOG_INFO, "policy: %s; plaintext %s%s",
+            sealer == NULL ? "no cluster key" : "cluster key; sealed from any source",
+            plaintext ? "from " : "refused", plaintext ? rules : "");
+}
+
+server *server_create(const config *cfg, proto_v2_sealer *sealer, char *err, size_t errlen)
 {
     server *srv = NULL;
     cache_config cache_cfg;
@@ -195,9 +238,20 @@ server *server_create(const config *cfg, char *err, size_t errlen)
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         snprintf(err, errlen, "out of memory");
+        proto_v2_sealer_free(sealer);
         goto fail;
     }
     srv->fd = -1;
+    srv->sealer = sealer;
+    /* Loopback is implied only without a key: with one, plaintext is for
+     * the --allow sources named with --allow-plaintext, nobody else. */
+    acl_init(&srv->acl, sealer == NULL);
+    for (size_t i = 0; i < cfg->n_allow; i++) {
+        if (acl_add(&srv->acl, &cfg->allow[i]) != 0) {
+            snprintf(err, errlen, "too many --allow rules");
+            goto fail;
+        }
+    }
     srv->fd = srv_bind(cfg, err, errlen);
     if (srv->fd < 0)
         goto fail;
@@ -216,6 +270,8 @@ server *server_create(const config *cfg, char *err, size_t errlen)
         goto fail;
     }
     dispatch_init(&srv->dispatch, srv->cache, cfg->max_ttl);
+    dispatch_set_security(&srv->dispatch, srv->sealer, cfg->allow_plaintext,
+                          (uint64_t)cfg->window_s * 1000u);
 
     for (int i = 0; i < SRV_BATCH; i++) {
         srv->in_iov[i].iov_base = srv->bufs + (size_t)i * SRV_BUF_SIZE;
@@ -234,6 +290,7 @@ server *server_create(const config *cfg, char *err, size_t errlen)
     if (sigprocmask(SIG_BLOCK, &ours, &srv->saved_mask) == 0)
         srv->signals_blocked = 1;
 
+    srv_log_policy(cfg, srv->sealer);
     srv_format_addr(&bound, addr, sizeof(addr));
     log_msg(LOG_INFO, "listening on %s", addr);
     return srv;
@@ -296,12 +353,21 @@ static void srv_send_answers(server *srv, unsigned count)
     }
 }
 
+/* The dispatch_source bits of a sender: a few compares (acl.h). */
+static unsigned srv_source(const server *srv, const struct sockaddr_storage *peer)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)peer;
+
+    return (acl_match(&srv->acl, sa) ? DISPATCH_SOURCE_ALLOWED : 0u) |
+           (acl_is_loopback(sa) ? DISPATCH_SOURCE_LOOPBACK : 0u);
+}
+
 /* One batch: receive up to SRV_BATCH datagrams, dispatch them, send the
  * answers. Returns how many were received; 0 when the socket is empty. */
 static int srv_handle_batch(server *srv)
 {
     unsigned answers = 0;
-    uint64_t now;
+    dispatch_time now;
     int n;
 
     do {
@@ -314,7 +380,8 @@ static int srv_handle_batch(server *srv)
         }
         return 0;
     }
-    now = srv_now_ms();
+    now.now_ms = srv_now_ms();
+    now.wall_ms = srv_clock_ms(CLOCK_REALTIME);
     for (int i = 0; i < n; i++) {
         struct msghdr *hdr = &srv->in[i].msg_hdr;
         uint8_t *buf = srv->in_iov[i].iov_base;
@@ -323,7 +390,8 @@ static int srv_handle_batch(server *srv)
 
         if (hdr->msg_flags & MSG_TRUNC)
             len = SRV_BUF_SIZE; /* larger than the buffer, hence than the protocol allows */
-        answer_len = dispatch_datagram(&srv->dispatch, buf, len, buf, SRV_BUF_SIZE, now);
+        answer_len = dispatch_datagram(&srv->dispatch, buf, len, srv_source(srv, &srv->peers[i]),
+                                       buf, SRV_BUF_SIZE, &now);
         if (answer_len > 0) {
             srv->out_iov[answers].iov_base = buf;
             srv->out_iov[answers].iov_len = answer_len;
@@ -463,5 +531,6 @@ void server_free(server *srv)
         free(srv->bufs);
     }
     cache_free(srv->cache);
+    proto_v2_sealer_free(srv->sealer);
     free(srv);
 }

@@ -10,13 +10,16 @@
 
 #include <stddef.h>
 #include "config.h"
+#include "proto_v2.h"
 
 typedef struct server server;
 
-/* Binds cfg->listen_addr:cfg->port, creates the cache, and logs
- * "listening on ADDR:PORT" (the real port when cfg->port is 0). On failure
- * returns NULL with a one-line reason in err. */
-server *server_create(const config *cfg, char *err, size_t errlen);
+/* Binds cfg->listen_addr:cfg->port, creates the cache, builds the source
+ * rules from cfg (loopback implied only when `sealer` is NULL), logs a
+ * "policy:" line and then "listening on ADDR:PORT" (the real port when
+ * cfg->port is 0). Takes ownership of `sealer` (the cluster key, or NULL),
+ * also on failure. On failure returns NULL with a one-line reason in err. */
+server *server_create(const config *cfg, proto_v2_sealer *sealer, char *err, size_t errlen);
 
 /* Runs until SIGTERM or SIGINT. SIGHUP reopens the logs, SIGUSR1 logs the
  * stats line. Logs the stats line once more on the way out. Returns 0, or -1

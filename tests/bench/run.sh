@@ -438,5 +438,49 @@ if [ -n "$MEMORY_COUNTS" ]; then
 	stop_pid "$SD_PID"
 fi
 stop_pid "$ECHO_PID"
+
+# TLS handshakes (tests/bench/handshake.c, issue 5 part 2): two in-process
+# TLS servers with one certificate behind a round-robin chooser, one client
+# reconnecting with its last session; cases (a) no cache, (b) each server's
+# own cache, (c) sessiond shared cache, (d) shared ticket keys set by hand;
+# TLS 1.2 and 1.3; handshakes/s, resumption rate and server CPU per full and
+# resumed handshake. It starts its own sessiond. Then the issue's target
+# (server CPU resumed through sessiond / resumed from the local cache) again
+# with the TLS server and sessiond pinned to one CPU and to two: on a VM,
+# where sessiond runs decides most of what a lookup costs.
+# Settings: BENCH_HANDSHAKES (1; 0 skips this part), BENCH_HS_N (recorded
+# handshakes per case, 2000), BENCH_HS_SECONDS (cap per case, 10).
+# Files: $OUT/handshake.csv (one line per case), $OUT/handshake.txt, and
+# $OUT/handshake-same.* / handshake-split.* for the pinned runs.
+if [ "${BENCH_HANDSHAKES:-1}" != 0 ]; then
+	HS_N=${BENCH_HS_N:-2000}
+	HS_SECONDS=${BENCH_HS_SECONDS:-10}
+	say ""
+	say "== TLS handshakes ($HS_N per case; every case in $OUT/handshake.csv)"
+	if [ ! -x "$BIN/handshake" ]; then
+		say "handshake: $BIN/handshake not built, skipped"
+	else
+		SESSIOND=$SESSIOND_BIN timeout 900 "$BIN/handshake" -n "$HS_N" -d "$HS_SECONDS" \
+			--csv "$OUT/handshake.csv" >"$OUT/handshake.txt" 2>&1 || {
+			cat "$OUT/handshake.txt" >&2
+			echo "bench: the handshake benchmark failed" >&2
+			exit 1
+		}
+		grep -v '^result ' "$OUT/handshake.txt" | tee -a "$REPORT"
+		pins="same"
+		[ "$(nproc)" -ge 2 ] && pins="same split"
+		for pin in $pins; do
+			say ""
+			SESSIOND=$SESSIOND_BIN timeout 300 "$BIN/handshake" -n "$HS_N" -d "$HS_SECONDS" \
+				-c b-local-same,c-sessiond-only,c-sessiond-nostore --pin "$pin" \
+				--csv "$OUT/handshake-$pin.csv" >"$OUT/handshake-$pin.txt" 2>&1 || {
+				cat "$OUT/handshake-$pin.txt" >&2
+				echo "bench: the handshake benchmark failed with --pin $pin" >&2
+				exit 1
+			}
+			grep -E '^(placement|UDP floor|target)' "$OUT/handshake-$pin.txt" | tee -a "$REPORT"
+		done
+	fi
+fi
 say ""
 say "report: $REPORT"

@@ -28,14 +28,30 @@
  * - OpenSSL 3.0 has no SSL_ERROR_PENDING_SESSION (a BoringSSL feature): the
  *   event-loop mode suspends from the ClientHello callback instead, and the
  *   handshake reports SSL_ERROR_WANT_CLIENT_HELLO_CB.
+ *
+ * Protocol: everything runs over v2 sealed with a cluster key (the daemon
+ * is started with --key-file, the clients get the same file), with the
+ * session-ID context declared through sc_set_session_id_context, so the
+ * entries live in that context's namespace. The basic scenarios (TLS 1.2
+ * IDs, TLS 1.3 stateful tickets, client certificates) run once more over v1
+ * against a daemon without a key, as a stunnel-era deployment would.
+ *
+ * The largest session: v2 carries values up to PROTO_V2_MAX_VALUE (65387)
+ * bytes, so a client certificate padded with a large private extension
+ * makes a TLS 1.2 session of exactly that many bytes of DER (calibrated from
+ * a first handshake, since the rest of the session is fixed-size); it
+ * resumes across servers, and one byte more is refused by the library
+ * (counted too_large) and does not.
  */
 #include <check.h>
 
 #include "harness.h"
+#include "proto_v2.h"
 #include "sessionc.h"
 #include "tls_util.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -48,6 +64,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #define RECONNECTIONS    100
 #define DOWN_HANDSHAKES  1000
@@ -60,6 +77,57 @@
 static tu_cred g_server; /* EC P-256: the size of the server certificate does not matter */
 static tu_cred g_ca;     /* RSA-2048 CA for client certificates */
 static tu_cred g_client; /* RSA-2048 client certificate issued by g_ca */
+static char g_keydir[256];
+static char g_key[300]; /* the cluster key file, mode 0600, shared by every test */
+
+#define SID_CTX "sessiond-test" /* what tu_server_ctx sets; declared again below */
+
+/* How a test talks to sessiond. */
+enum wire { WIRE_V2_SEALED = 0, WIRE_V1 = 1 };
+
+/* Starts the daemon for `wire` (sealed v2: with --key-file) plus extra args. */
+static void start_daemon_for(th_daemon *d, enum wire wire, const char *port_arg)
+{
+    const char *args[6];
+    int n = 0;
+
+    if (wire == WIRE_V2_SEALED) {
+        args[n++] = "--key-file";
+        args[n++] = g_key;
+    }
+    if (port_arg != NULL) {
+        args[n++] = "-p";
+        args[n++] = port_arg;
+    }
+    args[n] = NULL;
+    ck_assert_int_eq(th_daemon_start(d, args), 0);
+}
+
+/* Options for `wire`: v2 with the key, or v1. */
+static void options_for(sc_options *opt, enum wire wire)
+{
+    sc_options_init(opt);
+    if (wire == WIRE_V2_SEALED)
+        opt->key_file = g_key;
+    else
+        opt->protocol = 1;
+}
+
+/* A raw client that reads what the cluster's servers stored: their
+ * namespace, their key. */
+static sc_client *raw_reader(int port, enum wire wire)
+{
+    char servers[64], err[512];
+    sc_options opt;
+    sc_client *c;
+
+    options_for(&opt, wire);
+    ck_assert_int_eq(sc_namespace_from_context(SID_CTX, strlen(SID_CTX), opt.default_namespace), 0);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", port);
+    c = sc_client_new(servers, &opt, err, sizeof(err));
+    ck_assert_msg(c != NULL, "sc_client_new: %s", err);
+    return c;
+}
 
 static int64_t now_ms(void)
 {
@@ -75,16 +143,25 @@ typedef struct cluster {
     sc_client *sc[2];
 } cluster;
 
+/* sopt NULL: the defaults for sealed v2 (the key file). */
 static void cluster_open(cluster *cl, int port, const tu_server_opts *opts, const sc_options *sopt,
                          int attach_flags)
 {
     char servers[64];
-    char err[256];
+    char err[512];
+    sc_options sealed;
 
+    if (sopt == NULL) {
+        options_for(&sealed, WIRE_V2_SEALED);
+        sopt = &sealed;
+    }
     snprintf(servers, sizeof(servers), "127.0.0.1:%d", port);
     for (int i = 0; i < 2; i++) {
         cl->ctx[i] = tu_server_ctx(&g_server, opts);
         ck_assert_ptr_nonnull(cl->ctx[i]);
+        ck_assert_int_eq(
+            sc_set_session_id_context(cl->ctx[i], (const unsigned char *)SID_CTX, strlen(SID_CTX)),
+            0);
         cl->sc[i] = sc_client_new(servers, sopt, err, sizeof(err));
         ck_assert_msg(cl->sc[i] != NULL, "sc_client_new(%s): %s", servers, err);
         ck_assert_int_eq(sc_attach(cl->sc[i], cl->ctx[i], attach_flags), 0);
@@ -162,10 +239,30 @@ static void assert_daemon_saw(th_daemon *d, long long min_puts, long long min_hi
     ck_assert_msg(th_stat(line, "hits") >= min_hits, "want hits >= %lld: %s", min_hits, line);
 }
 
+/* Every datagram the daemon got was of the expected kind. */
+static void assert_daemon_wire(th_daemon *d, enum wire wire)
+{
+    char line[2048];
+
+    ck_assert_int_eq(th_daemon_stats(d, line, sizeof(line)), 0);
+    if (wire == WIRE_V2_SEALED)
+        ck_assert_msg(th_stat(line, "sealed") > 0 &&
+                          th_stat(line, "sealed") == th_stat(line, "v2") &&
+                          th_stat(line, "v1") == 0,
+                      "%s", line);
+    else
+        ck_assert_msg(th_stat(line, "v1") > 0 && th_stat(line, "v2") == 0, "%s", line);
+    ck_assert_msg(th_stat(line, "auth_failed") + th_stat(line, "denied") +
+                          th_stat(line, "unknown_key") + th_stat(line, "stale") ==
+                      0,
+                  "%s", line);
+}
+
 /* The alternating run shared by the TLS 1.2 and 1.3 tests. */
-static void check_cross_resumption(int version, uint64_t want_stores)
+static void check_cross_resumption(int version, uint64_t want_stores, enum wire wire)
 {
     tu_server_opts opts = {.version = version, .no_ticket = 1, .no_internal_cache = 1};
+    sc_options sopt;
     th_daemon d;
     cluster cl;
     round_stats st;
@@ -174,8 +271,9 @@ static void check_cross_resumption(int version, uint64_t want_stores)
     SSL_CTX *client_ctx;
     SSL_SESSION *sess;
 
-    ck_assert_int_eq(th_daemon_start(&d, NULL), 0);
-    cluster_open(&cl, d.port, &opts, NULL, 0);
+    start_daemon_for(&d, wire, NULL);
+    options_for(&sopt, wire);
+    cluster_open(&cl, d.port, &opts, &sopt, 0);
     client_ctx = tu_client_ctx(version, NULL);
     ck_assert_ptr_nonnull(client_ctx);
 
@@ -192,8 +290,10 @@ static void check_cross_resumption(int version, uint64_t want_stores)
     ck_assert_uint_eq(b.hits, RECONNECTIONS / 2);
     ck_assert_uint_eq(a.hits, RECONNECTIONS / 2);
     ck_assert_uint_eq(a.timeouts + b.timeouts + a.errors + b.errors, 0);
+    ck_assert_uint_eq(a.auth_failures + b.auth_failures + a.late_answers + b.late_answers, 0);
     ck_assert_uint_eq(a.stores + b.stores, want_stores);
     assert_daemon_saw(&d, 1, RECONNECTIONS);
+    assert_daemon_wire(&d, wire);
 
     SSL_SESSION_free(sess);
     SSL_CTX_free(client_ctx);
@@ -203,15 +303,15 @@ static void check_cross_resumption(int version, uint64_t want_stores)
 
 START_TEST(test_tls12_session_ids)
 {
-    /* One stored session, reused by all 100 resumptions. */
-    check_cross_resumption(TLS1_2_VERSION, 1);
+    /* One stored session, reused by all 100 resumptions. _i: enum wire. */
+    check_cross_resumption(TLS1_2_VERSION, 1, (enum wire)_i);
 }
 END_TEST
 
 START_TEST(test_tls13_stateful_tickets)
 {
     /* Two tickets from the full handshake, one from each resumption. */
-    check_cross_resumption(TLS1_3_VERSION, 2 + RECONNECTIONS);
+    check_cross_resumption(TLS1_3_VERSION, 2 + RECONNECTIONS, (enum wire)_i);
 }
 END_TEST
 
@@ -229,7 +329,7 @@ START_TEST(test_tls13_stateless_tickets_not_shared)
     SSL_CTX *client_ctx;
     SSL_SESSION *sess;
 
-    ck_assert_int_eq(th_daemon_start(&d, NULL), 0);
+    start_daemon_for(&d, WIRE_V2_SEALED, NULL);
     cluster_open(&cl, d.port, &opts, NULL, 0);
     client_ctx = tu_client_ctx(TLS1_3_VERSION, NULL);
     ck_assert_ptr_nonnull(client_ctx);
@@ -249,7 +349,7 @@ END_TEST
 
 /* A client-certificate session (too big for stunnel) resumes across
  * servers, keeps the verified peer, and is stored whole in sessiond. */
-static void check_client_cert(int version)
+static void check_client_cert(int version, enum wire wire)
 {
     tu_server_opts opts = {
         .version = version, .no_ticket = 1, .no_internal_cache = 1, .verify_ca = &g_ca};
@@ -261,8 +361,7 @@ static void check_client_cert(int version)
     SSL_CTX *client_ctx;
     SSL_SESSION *sess;
     sc_client *raw;
-    char servers[64];
-    char err[256];
+    sc_options sopt;
     unsigned char key[32];
     size_t key_len;
     static uint8_t value[65536];
@@ -271,8 +370,9 @@ static void check_client_cert(int version)
     SSL_SESSION *stored;
     tu_hs_result res;
 
-    ck_assert_int_eq(th_daemon_start(&d, NULL), 0);
-    cluster_open(&cl, d.port, &opts, NULL, 0);
+    start_daemon_for(&d, wire, NULL);
+    options_for(&sopt, wire);
+    cluster_open(&cl, d.port, &opts, &sopt, 0);
     client_ctx = tu_client_ctx(version, &g_client);
     ck_assert_ptr_nonnull(client_ctx);
 
@@ -291,12 +391,11 @@ static void check_client_cert(int version)
      * whole DER, client certificate included. */
     key_len = tu_session_server_key(sess, key);
     ck_assert_uint_gt(key_len, 0);
-    snprintf(servers, sizeof(servers), "127.0.0.1:%d", d.port);
-    raw = sc_client_new(servers, NULL, err, sizeof(err));
-    ck_assert_msg(raw != NULL, "sc_client_new: %s", err);
+    raw = raw_reader(d.port, wire);
     ck_assert_int_eq(sc_get(raw, key, key_len, value, sizeof(value), &value_len), SC_OK);
-    fprintf(stderr, "TLS %s client-certificate session: %zu bytes of DER\n",
-            version == TLS1_3_VERSION ? "1.3" : "1.2", value_len);
+    fprintf(stderr, "TLS %s client-certificate session over %s: %zu bytes of DER\n",
+            version == TLS1_3_VERSION ? "1.3" : "1.2", wire == WIRE_V1 ? "v1" : "sealed v2",
+            value_len);
     ck_assert_uint_gt(value_len, 512);
     stored = d2i_SSL_SESSION(NULL, &p, (long)value_len);
     ck_assert_ptr_nonnull(stored);
@@ -313,7 +412,8 @@ static void check_client_cert(int version)
 
 START_TEST(test_client_cert_session)
 {
-    check_client_cert(_i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION);
+    /* _i: bit 0 the version, bit 1 the wire. */
+    check_client_cert(_i % 2 == 0 ? TLS1_2_VERSION : TLS1_3_VERSION, (enum wire)(_i / 2));
 }
 END_TEST
 
@@ -374,7 +474,7 @@ START_TEST(test_daemon_down)
     int64_t took;
     unsigned long long allowed;
 
-    sc_options_init(&sopt);
+    options_for(&sopt, WIRE_V2_SEALED);
     sopt.timeout_ms = 100; /* breaker thresholds stay at their defaults */
     cluster_open(&cl, port, &opts, &sopt, 0);
     client_ctx = tu_client_ctx(TLS1_2_VERSION, NULL);
@@ -423,17 +523,16 @@ START_TEST(test_daemon_restart)
     SSL_CTX *client_ctx;
     SSL_SESSION *sess;
     char port_arg[16];
-    const char *restart_args[] = {"-p", port_arg, NULL};
     int port;
     int tries = 0;
     int recovered = 0;
     int64_t deadline;
 
-    sc_options_init(&sopt);
+    options_for(&sopt, WIRE_V2_SEALED);
     sopt.timeout_ms = 100;
     sopt.backoff_min_ms = 100;
     sopt.backoff_max_ms = 400;
-    ck_assert_int_eq(th_daemon_start(&d, NULL), 0);
+    start_daemon_for(&d, WIRE_V2_SEALED, NULL);
     port = d.port;
     cluster_open(&cl, port, &opts, &sopt, 0);
     client_ctx = tu_client_ctx(TLS1_2_VERSION, NULL);
@@ -451,7 +550,7 @@ START_TEST(test_daemon_restart)
     ck_assert_uint_gt(a.timeouts + a.errors + b.timeouts + b.errors, 0);
 
     snprintf(port_arg, sizeof(port_arg), "%d", port);
-    ck_assert_int_eq(th_daemon_start(&d, restart_args), 0);
+    start_daemon_for(&d, WIRE_V2_SEALED, port_arg);
     ck_assert_int_eq(d.port, port);
     /* The restarted daemon is empty and the breakers may still hold the
      * servers off: reconnect until a resumption comes through again. */
@@ -525,7 +624,7 @@ START_TEST(test_threads)
     int resumed = 0;
     int failed = 0;
 
-    ck_assert_int_eq(th_daemon_start(&d, NULL), 0);
+    start_daemon_for(&d, WIRE_V2_SEALED, NULL);
     cluster_open(&cl, d.port, &opts, NULL, 0);
     client_ctx = tu_client_ctx(TLS1_2_VERSION, NULL);
     ck_assert_ptr_nonnull(client_ctx);
@@ -604,7 +703,7 @@ START_TEST(test_async_resumes)
     unsigned pending = 0;
     int resumed = 0;
 
-    ck_assert_int_eq(th_daemon_start(&d, NULL), 0);
+    start_daemon_for(&d, WIRE_V2_SEALED, NULL);
     sd.pid = d.pid;
     sd.stopped = 0;
     cluster_open(&cl, d.port, &opts, NULL, SC_ATTACH_ASYNC);
@@ -657,7 +756,7 @@ START_TEST(test_async_never_blocks)
     int port;
     int hole = black_hole(&port);
 
-    sc_options_init(&sopt);
+    options_for(&sopt, WIRE_V2_SEALED);
     sopt.timeout_ms = timeout_ms;
     cluster_open(&blocking, port, &opts, &sopt, 0);
     cluster_open(&evloop, port, &opts, &sopt, SC_ATTACH_ASYNC);
@@ -688,6 +787,132 @@ START_TEST(test_async_never_blocks)
 }
 END_TEST
 
+/* The cluster key file every test shares, made before Check forks. */
+static int make_key_file(void)
+{
+    unsigned char key[32];
+    FILE *f;
+    int fd;
+
+    if (th_tmpdir(g_keydir, sizeof(g_keydir)) != 0 || RAND_bytes(key, sizeof(key)) != 1)
+        return -1;
+    snprintf(g_key, sizeof(g_key), "%s/cluster.key", g_keydir);
+    fd = open(g_key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || (f = fdopen(fd, "w")) == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof(key); i++)
+        fprintf(f, "%02x", key[i]);
+    fputc('\n', f);
+    OPENSSL_cleanse(key, sizeof(key));
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* A full handshake with A presenting `cred`; returns the size of the DER
+ * sessiond holds for the session (0: nothing stored) and hands back the
+ * client's session and context. */
+static size_t stored_size(const cluster *cl, sc_client *raw, int version, const tu_cred *cred,
+                          SSL_CTX **client_ctx, SSL_SESSION **sess)
+{
+    static uint8_t value[PROTO_MAX_DATAGRAM];
+    unsigned char key[32];
+    size_t key_len, len = 0;
+    tu_hs_result res;
+    sc_result r;
+
+    *client_ctx = tu_client_ctx(version, cred);
+    ck_assert_ptr_nonnull(*client_ctx);
+    ck_assert_msg(tu_handshake(*client_ctx, cl->ctx[0], NULL, &res) == 0, "full: %s", res.error);
+    ck_assert_int_eq(res.server_peer_cert, 1);
+    key_len = tu_session_server_key(res.session, key);
+    ck_assert_uint_gt(key_len, 0);
+    r = sc_get(raw, key, key_len, value, sizeof(value), &len);
+    ck_assert_msg(r == SC_OK || r == SC_NOT_FOUND, "raw get: %s", sc_result_name(r));
+    OPENSSL_cleanse(value, len);
+    *sess = res.session;
+    return r == SC_OK ? len : 0;
+}
+
+/* The largest session v2 carries resumes across servers. A client
+ * certificate padded to make the session exactly PROTO_V2_MAX_VALUE bytes
+ * of DER (TLS 1.2, whose session has no field of varying length; TLS 1.3
+ * sessions hold a random ticket_age_add whose DER length varies, so there
+ * the target leaves 16 bytes of slack); one byte more (TLS 1.2) is refused
+ * by the library, counted, and does not resume on the other server. */
+START_TEST(test_largest_session)
+{
+    int version = _i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
+    size_t slack = version == TLS1_2_VERSION ? 0 : 16, pad0 = 20000, pad, size0, size;
+    tu_server_opts opts = {
+        .version = version, .no_ticket = 1, .no_internal_cache = 1, .verify_ca = &g_ca};
+    th_daemon d;
+    cluster cl;
+    tu_cred cred;
+    sc_client *raw;
+    SSL_CTX *client_ctx;
+    SSL_SESSION *sess;
+    round_stats st;
+    sc_stats a, b;
+    uint64_t too_large_before;
+
+    start_daemon_for(&d, WIRE_V2_SEALED, NULL);
+    cluster_open(&cl, d.port, &opts, NULL, 0);
+    raw = raw_reader(d.port, WIRE_V2_SEALED);
+
+    /* Calibrate: everything in the session but the padding has a fixed size. */
+    ck_assert_int_eq(
+        tu_cred_make_padded(&cred, TU_KEY_EC, TU_ROLE_CLIENT, "large client", &g_ca, pad0), 0);
+    size0 = stored_size(&cl, raw, version, &cred, &client_ctx, &sess);
+    ck_assert_uint_gt(size0, pad0);
+    SSL_SESSION_free(sess);
+    SSL_CTX_free(client_ctx);
+    tu_cred_free(&cred);
+
+    pad = pad0 + (PROTO_V2_MAX_VALUE - slack - size0);
+    ck_assert_int_eq(
+        tu_cred_make_padded(&cred, TU_KEY_EC, TU_ROLE_CLIENT, "large client", &g_ca, pad), 0);
+    size = stored_size(&cl, raw, version, &cred, &client_ctx, &sess);
+    if (version == TLS1_2_VERSION)
+        ck_assert_uint_eq(size, PROTO_V2_MAX_VALUE);
+    else
+        ck_assert_msg(size <= PROTO_V2_MAX_VALUE && size + 2 * slack >= PROTO_V2_MAX_VALUE,
+                      "TLS 1.3 session of %zu bytes", size);
+    alternate(&cl, client_ctx, &sess, 10, &st);
+    fprintf(stderr,
+            "largest session, TLS %s: %zu bytes of DER (limit %d), %d of 10 reconnections "
+            "resumed across servers with the peer certificate\n",
+            version == TLS1_3_VERSION ? "1.3" : "1.2", size, PROTO_V2_MAX_VALUE, st.peer_cert);
+    ck_assert_int_eq(st.failed, 0);
+    ck_assert_int_eq(st.resumed, 10);
+    ck_assert_int_eq(st.peer_cert, 10);
+    cluster_stats(&cl, &a, &b);
+    ck_assert_uint_eq(a.too_large + b.too_large, 0);
+    ck_assert_uint_eq(a.hits + b.hits, 10);
+    SSL_SESSION_free(sess);
+    SSL_CTX_free(client_ctx);
+    tu_cred_free(&cred);
+
+    if (version == TLS1_2_VERSION) {
+        /* One byte over: not shared (never truncated), so B cannot resume it. */
+        too_large_before = a.too_large;
+        ck_assert_int_eq(
+            tu_cred_make_padded(&cred, TU_KEY_EC, TU_ROLE_CLIENT, "large client", &g_ca, pad + 1),
+            0);
+        ck_assert_uint_eq(stored_size(&cl, raw, version, &cred, &client_ctx, &sess), 0);
+        cluster_stats(&cl, &a, &b);
+        ck_assert_uint_eq(a.too_large, too_large_before + 1);
+        alternate(&cl, client_ctx, &sess, 1, &st);
+        ck_assert_int_eq(st.failed, 0);
+        ck_assert_int_eq(st.resumed, 0);
+        SSL_SESSION_free(sess);
+        SSL_CTX_free(client_ctx);
+        tu_cred_free(&cred);
+    }
+    sc_client_free(raw);
+    cluster_close(&cl);
+    stop_daemon(&d);
+}
+END_TEST
+
 static Suite *resume_suite(void)
 {
     Suite *s = suite_create("resume");
@@ -695,10 +920,11 @@ static Suite *resume_suite(void)
 
     /* Generous: the sanitizer build is several times slower. */
     tcase_set_timeout(tc, 180);
-    tcase_add_test(tc, test_tls12_session_ids);
-    tcase_add_test(tc, test_tls13_stateful_tickets);
+    tcase_add_loop_test(tc, test_tls12_session_ids, 0, 2); /* sealed v2, v1 */
+    tcase_add_loop_test(tc, test_tls13_stateful_tickets, 0, 2);
     tcase_add_test(tc, test_tls13_stateless_tickets_not_shared);
-    tcase_add_loop_test(tc, test_client_cert_session, 0, 2);
+    tcase_add_loop_test(tc, test_client_cert_session, 0, 4);
+    tcase_add_loop_test(tc, test_largest_session, 0, 2);
     tcase_add_test(tc, test_daemon_down);
     tcase_add_test(tc, test_daemon_restart);
     tcase_add_test(tc, test_threads);
@@ -714,7 +940,8 @@ int main(void)
     int failed;
 
     /* Made once, before Check forks each test, so every test shares them. */
-    if (tu_cred_make(&g_server, TU_KEY_EC, TU_ROLE_SERVER, "localhost", NULL) != 0 ||
+    if (make_key_file() != 0 ||
+        tu_cred_make(&g_server, TU_KEY_EC, TU_ROLE_SERVER, "localhost", NULL) != 0 ||
         tu_cred_make(&g_ca, TU_KEY_RSA, TU_ROLE_CA, "sessiond test CA", NULL) != 0 ||
         tu_cred_make(&g_client, TU_KEY_RSA, TU_ROLE_CLIENT, "sessiond test client", &g_ca) != 0)
         return EXIT_FAILURE;
@@ -725,5 +952,6 @@ int main(void)
     tu_cred_free(&g_client);
     tu_cred_free(&g_ca);
     tu_cred_free(&g_server);
+    th_rmtree(g_keydir);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -22,11 +22,19 @@
  * name, so both stunnels name their service alike. It waits for the answer
  * one kernel tick only, so a GET answered late is a miss: the alternating
  * runs allow a couple of those rather than fail on a loaded machine.
+ *
+ * With a cluster key (v2): stunnel cannot seal, so a daemon with --key-file
+ * serves it only with --allow-plaintext and a matching --allow (here
+ * 127.0.0.1/32), while sessionc-echo servers seal with the same key on the
+ * same daemon; without --allow-plaintext stunnel's datagrams are dropped
+ * and counted (denied), and its sessions no longer cross servers.
  */
 #include <check.h>
 
 #include "harness.h"
 #include "tls_util.h"
+
+#include <openssl/rand.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -213,6 +221,7 @@ typedef struct bed {
     char dir[256]; /* short, so every path built from it fits PATH_MAX */
     char cert[PATH_MAX];
     char key[PATH_MAX];
+    char cluster_key[PATH_MAX]; /* the cluster key file, when the daemon has one */
     th_daemon d;
     int sink_fd;
     int sink_port;
@@ -221,10 +230,35 @@ typedef struct bed {
     const char *names[2];
 } bed;
 
-static void bed_open(bed *b)
+/* How the daemon of a test bed is set up. */
+enum policy {
+    POLICY_OPEN,            /* no key: plaintext (v1, plain v2) from loopback */
+    POLICY_KEY_PLAINTEXT,   /* --key-file, --allow-plaintext --allow 127.0.0.1/32 */
+    POLICY_KEY_SEALED_ONLY, /* --key-file alone: plaintext refused */
+};
+
+/* A random cluster key in hex, mode 0600. */
+static void write_cluster_key(const char *path)
+{
+    unsigned char key[32];
+    FILE *f;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+    ck_assert_int_ge(fd, 0);
+    f = fdopen(fd, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(RAND_bytes(key, sizeof(key)), 1);
+    for (size_t i = 0; i < sizeof(key); i++)
+        fprintf(f, "%02x", key[i]);
+    fputc('\n', f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static void bed_open(bed *b, enum policy policy)
 {
     struct sockaddr_in sin;
     socklen_t len = sizeof(sin);
+    const char *args[6] = {NULL};
 
     memset(b, 0, sizeof(*b));
     b->server[0].pid = b->server[1].pid = -1;
@@ -232,7 +266,18 @@ static void bed_open(bed *b)
     snprintf(b->cert, sizeof(b->cert), "%s/cert.pem", b->dir);
     snprintf(b->key, sizeof(b->key), "%s/key.pem", b->dir);
     ck_assert_int_eq(tu_cred_write_pem(&g_server, b->cert, b->key), 0);
-    ck_assert_int_eq(th_daemon_start(&b->d, NULL), 0);
+    if (policy != POLICY_OPEN) {
+        snprintf(b->cluster_key, sizeof(b->cluster_key), "%s/cluster.key", b->dir);
+        write_cluster_key(b->cluster_key);
+        args[0] = "--key-file";
+        args[1] = b->cluster_key;
+        if (policy == POLICY_KEY_PLAINTEXT) {
+            args[2] = "--allow-plaintext";
+            args[3] = "--allow";
+            args[4] = "127.0.0.1/32";
+        }
+    }
+    ck_assert_int_eq(th_daemon_start(&b->d, args), 0);
 
     b->sink_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(b->sink_fd, 0);
@@ -331,8 +376,20 @@ static void bed_start_echoes(bed *b)
         char log[PATH_MAX];
         char line[512];
         const char *colon;
-        const char *argv[] = {bin, "-c", b->cert, "-k",           b->key, "-p",
-                              "0", "-s", servers, "--no-tickets", "-v",   NULL};
+        const char *argv[] = {bin,
+                              "-c",
+                              b->cert,
+                              "-k",
+                              b->key,
+                              "-p",
+                              "0",
+                              "-s",
+                              servers,
+                              "--no-tickets",
+                              "-v",
+                              b->cluster_key[0] != '\0' ? "-K" : NULL,
+                              b->cluster_key,
+                              NULL};
 
         b->names[i] = i == 0 ? "sessionc-echo A" : "sessionc-echo B";
         snprintf(log, sizeof(log), "%s/echo%d.log", b->dir, i);
@@ -369,8 +426,11 @@ static void s_client(bed *b, int i, const char *version_flag, const char *sess_f
 
 /* Full handshake on A with -sess_out, then -sess_in on B: "Reused". B gets
  * `attempts` tries, each offering the same session again: a stock stunnel
- * counts a GET answered after its one-tick wait as a miss. */
-static int s_client_reuse(bed *b, const char *version_flag, const char *version_name, int attempts)
+ * counts a GET answered after its one-tick wait as a miss. Returns the
+ * attempt that reused it; with expect_reuse 0, checks that none did and
+ * returns 0. */
+static int s_client_try(bed *b, const char *version_flag, const char *version_name, int attempts,
+                        int expect_reuse)
 {
     char out[65536];
     char want_new[32];
@@ -385,12 +445,28 @@ static int s_client_reuse(bed *b, const char *version_flag, const char *version_
     }
     for (int attempt = 1; attempt <= attempts; attempt++) {
         s_client(b, 1, version_flag, "-sess_in", out, sizeof(out));
-        if (strstr(out, want_reused) != NULL)
+        if (strstr(out, want_reused) != NULL) {
+            if (!expect_reuse) {
+                fprintf(stderr, "s_client to B:\n%s\n", out);
+                bed_fail(b, "the session from A was reused on B, and should not have been");
+            }
             return attempt;
+        }
+        if (!expect_reuse && strstr(out, want_new) == NULL) {
+            fprintf(stderr, "s_client to B:\n%s\n", out);
+            bed_fail(b, "the handshake with B failed");
+        }
     }
+    if (!expect_reuse)
+        return 0;
     fprintf(stderr, "last s_client to B:\n%s\n", out);
     bed_fail(b, "the session from A was not reused on B");
     return -1;
+}
+
+static int s_client_reuse(bed *b, const char *version_flag, const char *version_name, int attempts)
+{
+    return s_client_try(b, version_flag, version_name, attempts, 1);
 }
 
 /* A full handshake with A over TCP, then `count` reconnections alternating
@@ -427,7 +503,7 @@ static int tcp_alternate(bed *b, int version, int count)
 
 static void assert_daemon_saw(bed *b, long long min_puts, long long min_hits)
 {
-    char line[1024];
+    char line[2048];
 
     ck_assert_int_eq(th_daemon_stats(&b->d, line, sizeof(line)), 0);
     ck_assert_msg(th_stat(line, "puts") >= min_puts, "want puts >= %lld: %s", min_puts, line);
@@ -441,7 +517,7 @@ START_TEST(test_stunnel_s_client_tls12)
     bed b;
     int attempts;
 
-    bed_open(&b);
+    bed_open(&b, POLICY_OPEN);
     bed_start_stunnels(&b);
     attempts = s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1 + ALLOWED_LATE_GETS);
     fprintf(stderr, "stunnel: s_client session reused on the other stunnel (attempt %d)\n",
@@ -460,7 +536,7 @@ START_TEST(test_stunnel_alternating)
     bed b;
     int resumed;
 
-    bed_open(&b);
+    bed_open(&b, POLICY_OPEN);
     bed_start_stunnels(&b);
     resumed = tcp_alternate(&b, version, ALTERNATIONS);
     fprintf(stderr, "stunnel TLS %s: %d of %d reconnections resumed across the two stunnels\n",
@@ -483,9 +559,11 @@ START_TEST(test_sessionc_echo)
 {
     bed b;
     char line[512];
+    char stats[2048];
     int resumed;
 
-    bed_open(&b);
+    /* _i 0: plain v2 from loopback; 1: sealed v2 with a key-only daemon. */
+    bed_open(&b, _i == 0 ? POLICY_OPEN : POLICY_KEY_SEALED_ONLY);
     bed_start_echoes(&b);
     ck_assert_int_eq(s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1), 1);
     resumed = tcp_alternate(&b, TLS1_3_VERSION, 10);
@@ -493,11 +571,68 @@ START_TEST(test_sessionc_echo)
     if (resumed != 10)
         bed_fail(&b, "TLS 1.3 stateful tickets did not resume across sessionc-echo servers");
     assert_daemon_saw(&b, 3, 11);
+    ck_assert_int_eq(th_daemon_stats(&b.d, stats, sizeof(stats)), 0);
+    ck_assert_msg(th_stat(stats, "v1") == 0 && th_stat(stats, "v2") > 0 &&
+                      th_stat(stats, "sealed") == (_i == 0 ? 0 : th_stat(stats, "v2")) &&
+                      th_stat(stats, "denied") + th_stat(stats, "auth_failed") == 0,
+                  "%s", stats);
 
     /* A clean exit on SIGTERM, with its counters: B resumed 1 + 5. */
     ck_assert_int_eq(proc_stop(&b.server[1]), 0);
     ck_assert_int_eq(proc_wait_log(&b.server[1], "connections=", line, sizeof(line), 1000), 0);
     ck_assert_msg(strstr(line, " resumed=6 ") != NULL, "B: %s", line);
+    bed_close(&b);
+}
+END_TEST
+
+/* A daemon with a cluster key that still lets stunnel's plaintext v1 in
+ * from loopback (--allow-plaintext --allow 127.0.0.1/32): stock stunnels
+ * resume each other's sessions, and sealed libsessionc traffic shares the
+ * daemon (a sessionc-echo pair with the key). */
+START_TEST(test_stunnel_key_allow_plaintext)
+{
+    bed b;
+    char stats[2048];
+    int attempts, resumed;
+
+    bed_open(&b, POLICY_KEY_PLAINTEXT);
+    bed_start_stunnels(&b);
+    attempts = s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1 + ALLOWED_LATE_GETS);
+    fprintf(stderr, "stunnel, keyed daemon with --allow-plaintext: reused (attempt %d)\n",
+            attempts);
+    resumed = tcp_alternate(&b, TLS1_3_VERSION, ALTERNATIONS);
+    fprintf(stderr, "stunnel TLS 1.3, keyed daemon: %d of %d resumed\n", resumed, ALTERNATIONS);
+    if (resumed < ALTERNATIONS - ALLOWED_LATE_GETS)
+        bed_fail(&b, "too few resumptions across the stunnels");
+    ck_assert_int_eq(th_daemon_stats(&b.d, stats, sizeof(stats)), 0);
+    ck_assert_msg(th_stat(stats, "v1") > 0 && th_stat(stats, "denied") == 0, "%s", stats);
+
+    /* The same daemon serves sealed v2 to libsessionc servers with the key. */
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(proc_stop(&b.server[i]), 0);
+    bed_start_echoes(&b);
+    ck_assert_int_eq(s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1), 1);
+    ck_assert_int_eq(th_daemon_stats(&b.d, stats, sizeof(stats)), 0);
+    ck_assert_msg(th_stat(stats, "sealed") >= 2 && th_stat(stats, "denied") == 0, "%s", stats);
+    bed_close(&b);
+}
+END_TEST
+
+/* With a key and without --allow-plaintext, stunnel's v1 is refused: the
+ * daemon drops (and counts) every datagram, and a session made on one
+ * stunnel is not resumed on the other. */
+START_TEST(test_stunnel_key_refused)
+{
+    bed b;
+    char stats[2048];
+
+    bed_open(&b, POLICY_KEY_SEALED_ONLY);
+    bed_start_stunnels(&b);
+    ck_assert_int_eq(s_client_try(&b, "-tls1_2", "TLSv1.2", 2, 0), 0);
+    ck_assert_int_eq(th_daemon_stats(&b.d, stats, sizeof(stats)), 0);
+    fprintf(stderr, "stunnel, keyed daemon without --allow-plaintext: not reused; %s\n", stats);
+    ck_assert_msg(th_stat(stats, "denied") >= 3, "%s", stats); /* 1 NEW + 2 GETs at least */
+    ck_assert_msg(th_stat(stats, "puts") == 0 && th_stat(stats, "gets") == 0, "%s", stats);
     bed_close(&b);
 }
 END_TEST
@@ -510,7 +645,9 @@ static Suite *stunnel_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_stunnel_s_client_tls12);
     tcase_add_loop_test(tc, test_stunnel_alternating, 0, 2);
-    tcase_add_test(tc, test_sessionc_echo);
+    tcase_add_loop_test(tc, test_sessionc_echo, 0, 2);
+    tcase_add_test(tc, test_stunnel_key_allow_plaintext);
+    tcase_add_test(tc, test_stunnel_key_refused);
     suite_add_tcase(s, tc);
     return s;
 }

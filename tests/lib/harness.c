@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -584,6 +585,106 @@ ssize_t th_udp_roundtrip(int fd, const void *req, size_t req_len, void *ans, siz
             continue;
         return n;
     }
+}
+
+int th_udp_connect_from(const char *src, int port)
+{
+    struct sockaddr_in local, remote;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    memset(&local, 0, sizeof(local));
+    local.sin_family = AF_INET;
+    memset(&remote, 0, sizeof(remote));
+    remote.sin_family = AF_INET;
+    remote.sin_port = htons((uint16_t)port);
+    remote.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, src, &local.sin_addr) != 1 ||
+        bind(fd, (struct sockaddr *)&local, sizeof(local)) != 0 ||
+        connect(fd, (struct sockaddr *)&remote, sizeof(remote)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+ssize_t th_udp_recv(int fd, void *buf, size_t cap, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int64_t end = th_now_ms() + timeout_ms;
+
+    for (;;) {
+        int64_t left = end - th_now_ms();
+        ssize_t n;
+        int ready;
+
+        if (left < 0)
+            return 0;
+        ready = poll(&pfd, 1, (int)left);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready < 0)
+            return -1;
+        if (ready == 0)
+            return 0;
+        n = recv(fd, buf, cap, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        return n;
+    }
+}
+
+int th_write_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    const uint8_t *p = data;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t done = 0;
+
+    if (fd < 0)
+        return -1;
+    while (done < len) {
+        ssize_t n = write(fd, p + done, len - done);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    if (fchmod(fd, mode) != 0) {
+        close(fd);
+        return -1;
+    }
+    return close(fd);
+}
+
+long long th_proc_status(pid_t pid, const char *field)
+{
+    char path[64];
+    char line[512];
+    size_t field_len = strlen(field);
+    long long value = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, field, field_len) == 0 && line[field_len] == ':') {
+            char *end;
+            long long v = strtoll(line + field_len + 1, &end, 10);
+
+            if (end != line + field_len + 1)
+                value = v;
+            break;
+        }
+    }
+    fclose(f);
+    return value;
 }
 
 int th_free_tcp_port(void)

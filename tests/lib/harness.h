@@ -12,18 +12,19 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 typedef struct th_daemon {
     pid_t pid;
-    int port;        /* the UDP port it listens on */
-    int stderr_fd;   /* read end of its stderr pipe */
+    int port;      /* the UDP port it listens on */
+    int stderr_fd; /* read end of its stderr pipe */
     pthread_t reader;
     pthread_mutex_t lock;
     pthread_cond_t grew;
-    char *log;       /* everything it has written to stderr so far, NUL-terminated */
+    char *log; /* everything it has written to stderr so far, NUL-terminated */
     size_t log_len;
-    int log_closed;  /* its stderr reached EOF */
+    int log_closed; /* its stderr reached EOF */
 } th_daemon;
 
 /* Starts $SESSIOND -f -l 127.0.0.1 -p 0 followed by the NULL-terminated
@@ -62,6 +63,23 @@ ssize_t th_udp_roundtrip(int fd, const void *req, size_t req_len, void *ans, siz
 /* A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read,
  * close), for servers that cannot be told to pick their own. -1 on error. */
 int th_free_tcp_port(void);
+
+/* A UDP socket bound to the local address `src` (e.g. "127.0.0.2": all of
+ * 127.0.0.0/8 is loopback on Linux) and connected to 127.0.0.1:port, so
+ * tests can play senders with different source addresses. -1 on error. */
+int th_udp_connect_from(const char *src, int port);
+
+/* Waits up to timeout_ms for one datagram on fd. Returns its length, 0 if
+ * none came in time, -1 on error. */
+ssize_t th_udp_recv(int fd, void *buf, size_t cap, int timeout_ms);
+
+/* Writes len bytes to path (created or truncated) and sets its mode
+ * exactly (not filtered by the umask). Returns 0, or -1. */
+int th_write_file(const char *path, const void *data, size_t len, mode_t mode);
+
+/* The first number after "field:" in /proc/PID/status (e.g. "VmRSS" in
+ * kB, "Uid" the real uid), or -1. */
+long long th_proc_status(pid_t pid, const char *field);
 
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), written into
  * buf; removed with th_rmtree. Returns 0, or -1. */

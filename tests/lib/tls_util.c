@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -77,8 +78,41 @@ static int tu_add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
     return ok ? 0 : -1;
 }
 
+/* A non-critical extension of `len` filler bytes under a private OID: a
+ * verifier ignores it, and it makes the certificate (and any session that
+ * carries it) exactly that much larger. */
+static int tu_add_padding(X509 *cert, size_t len)
+{
+    ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.4.1.99999.7.1", 1);
+    ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
+    X509_EXTENSION *ext = NULL;
+    unsigned char *filler = malloc(len > 0 ? len : 1);
+    int ok = 0;
+
+    if (oid == NULL || value == NULL || filler == NULL || len > INT32_MAX)
+        goto done;
+    memset(filler, 'p', len);
+    if (!ASN1_OCTET_STRING_set(value, filler, (int)len))
+        goto done;
+    ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, value);
+    ok = ext != NULL && X509_add_ext(cert, ext, -1);
+
+done:
+    X509_EXTENSION_free(ext);
+    ASN1_OCTET_STRING_free(value);
+    ASN1_OBJECT_free(oid);
+    free(filler);
+    return ok ? 0 : -1;
+}
+
 int tu_cred_make(tu_cred *out, tu_key_type type, tu_cert_role role, const char *common_name,
                  const tu_cred *issuer)
+{
+    return tu_cred_make_padded(out, type, role, common_name, issuer, 0);
+}
+
+int tu_cred_make_padded(tu_cred *out, tu_key_type type, tu_cert_role role, const char *common_name,
+                        const tu_cred *issuer, size_t pad_bytes)
 {
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
@@ -133,6 +167,8 @@ int tu_cred_make(tu_cred *out, tu_key_type type, tu_cert_role role, const char *
             goto fail;
         break;
     }
+    if (pad_bytes > 0 && tu_add_padding(cert, pad_bytes) != 0)
+        goto fail;
     if (X509_sign(cert, signer_key, EVP_sha256()) <= 0)
         goto fail;
     out->key = key;

@@ -51,6 +51,11 @@ typedef enum tu_cert_role {
  * are self-signed and ignore it. Returns 0, or -1 with the reason on stderr. */
 int tu_cred_make(tu_cred *out, tu_key_type type, tu_cert_role role, const char *common_name,
                  const tu_cred *issuer);
+
+/* tu_cred_make with a non-critical extension of pad_bytes filler bytes
+ * (private OID) in the certificate: for sessions of a chosen size. */
+int tu_cred_make_padded(tu_cred *out, tu_key_type type, tu_cert_role role, const char *common_name,
+                        const tu_cred *issuer, size_t pad_bytes);
 void tu_cred_free(tu_cred *cred);
 
 /* Writes the certificate and the key (mode 0600) as PEM files. Returns 0 or -1. */

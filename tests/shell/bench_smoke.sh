@@ -2,7 +2,8 @@
 # bench_smoke.sh — the seconds-long benchmark smoke run of `make check`.
 #
 # Starts the echo baseline and a sessiond on loopback (and memcached when it
-# is installed), runs the load generator against each for about a second, and
+# is installed), runs the load generator against each for about a second
+# (and the TLS handshake benchmark, with a daemon of its own, as long), and
 # asserts only that it ran and printed sane figures: operations counted,
 # GETs answered and found after the fill, percentiles in order, no socket
 # errors and no malformed answers. Nothing about speed: the sanitizer pass
@@ -121,6 +122,58 @@ if msg=$("$LOADGEN" --target echo --port 1 --window 0 2>&1); then
 	fail "loadgen accepted --window 0"
 elif [ "$(printf '%s\n' "$msg" | wc -l)" -ne 1 ] || ! printf '%s' "$msg" | grep -q window; then
 	fail "loadgen's error for --window 0 is not one line naming the flag: $msg"
+fi
+
+# The TLS handshake benchmark: two versions x every case, a few dozen
+# handshakes each (about a second), against a sessiond of its own. Only that
+# it ran and that the figures are sane: the resumption rates each case is
+# built to show (none without a cache, all with one server or shared ticket
+# keys, all through sessiond when local lookups are off), CPU percentiles in
+# order, a target line per version. Never how fast.
+HANDSHAKE=$BUILD/bench/handshake
+# hs_field LINES CASE TLS NAME: NAME= of the result line of CASE for TLS.
+hs_field() {
+	printf '%s\n' "$1" | grep "^result case=$2 .* tls=$3 " | head -n 1 |
+		sed -n "s/.* $4=\([^ ]*\).*/\1/p"
+}
+if [ ! -x "$HANDSHAKE" ]; then
+	fail "$HANDSHAKE not built"
+elif ! hs_out=$(timeout 120 "$HANDSHAKE" -n 30 -w 2 -R 2 -d 2 --sessiond "$SESSIOND" 2>&1); then
+	fail "handshake exited non-zero: $hs_out"
+else
+	printf '%s\n' "$hs_out" | grep -E '^(target|UDP floor)'
+	[ "$(printf '%s\n' "$hs_out" | grep -c '^result case=')" -eq 18 ] ||
+		fail "handshake: expected 18 result lines (9 cases x 2 versions)"
+	for tls in 1.2 1.3; do
+		hs_check() { # CASE FIELD OP LIMIT
+			v=$(hs_field "$hs_out" "$1" "$tls" "$2")
+			awk -v v="$v" -v l="$4" -v op="$3" 'BEGIN {
+				if (v == "") exit 1
+				exit !(op == ">=" ? v + 0 >= l : v + 0 <= l) }' ||
+				fail "handshake TLS $tls $1: $2=$v, expected $3 $4"
+		}
+		hs_check a-nocache resumed_pct "<=" 0
+		hs_check b-local-same resumed_pct ">=" 90
+		hs_check c-sessiond-only via_sessiond_pct ">=" 90
+		hs_check c-sessiond-nostore via_sessiond_pct ">=" 90
+		hs_check d-tickets-shared resumed_pct ">=" 90
+		hs_check a-nocache full_p50_us ">=" 1
+		hs_check b-local-same resumed_p50_us ">=" 1
+		for pair in a-nocache:full b-local-same:resumed c-sessiond-only:sessiond_resumed; do
+			c=${pair%%:*} k=${pair#*:}
+			p50=$(hs_field "$hs_out" "$c" "$tls" "${k}_p50_us")
+			p99=$(hs_field "$hs_out" "$c" "$tls" "${k}_p99_us")
+			awk -v a="$p50" -v b="$p99" 'BEGIN { exit !(a > 0 && a <= b) }' ||
+				fail "handshake TLS $tls $c: percentiles out of order ($p50, $p99)"
+		done
+		printf '%s\n' "$hs_out" | grep -q "^ratio tls=$tls case=c-sessiond-only .*ratio_p50=[0-9]" ||
+			fail "handshake TLS $tls: no target ratio line"
+	done
+fi
+if msg=$("$HANDSHAKE" --handshakes 0 2>&1); then
+	fail "handshake accepted --handshakes 0"
+elif [ "$(printf '%s\n' "$msg" | wc -l)" -ne 1 ] || ! printf '%s' "$msg" | grep -q handshakes; then
+	fail "handshake's error for --handshakes 0 is not one line naming the flag: $msg"
 fi
 
 [ "$failures" -eq 0 ] && echo "bench smoke: ok"

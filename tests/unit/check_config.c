@@ -7,7 +7,12 @@
  * bounds of --port, --max-memory and --max-ttl on both sides; --listen with
  * IPv4, IPv6 and non-numeric input; unknown, ambiguous and argument-less
  * options; help and version; and repeated calls, which only work if the
- * parser resets getopt's state. Every refusal must be CONFIG_ERROR with a
+ * parser resets getopt's state. The v2 flags: --key-file, --next-key-file,
+ * --allow (repeatable, parsed into rules; the CIDR syntax itself is
+ * check_acl.c's), --allow-plaintext, --window and -u/--user, each accepted
+ * and each bad value refused, the combinations refused (next key or
+ * --allow-plaintext without a key, --allow-plaintext without --allow), and
+ * the cap on the number of rules. Every refusal must be CONFIG_ERROR with a
  * single-line message that names the flag (or the offending text).
  *
  * Process-level behaviour (exit status, the one line on stderr) is tested
@@ -15,13 +20,15 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <check.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ARGS 16
+#define MAX_ARGS 160 /* room for ACL_MAX_RULES + 1 --allow flags */
 
 /* The words after "sessiond" for one call, as a NULL-ended array. */
 #define WORDS(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -96,6 +103,12 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg.max_memory, 64u * 1024 * 1024);
     ck_assert_uint_eq(cfg.max_ttl, 86400);
     ck_assert_ptr_null(cfg.pidfile);
+    ck_assert_ptr_null(cfg.key_file);
+    ck_assert_ptr_null(cfg.next_key_file);
+    ck_assert_uint_eq(cfg.n_allow, 0);
+    ck_assert_int_eq(cfg.allow_plaintext, 0);
+    ck_assert_uint_eq(cfg.window_s, 30);
+    ck_assert_ptr_null(cfg.user);
     ck_assert_str_eq(err, "");
 }
 END_TEST
@@ -342,6 +355,113 @@ START_TEST(test_bad_pidfile)
 }
 END_TEST
 
+/* ---- the v2 security flags --------------------------------------------- */
+
+START_TEST(test_security_flags)
+{
+    static const uint8_t ten[4] = {10, 0, 0, 0};
+    static const uint8_t fd00[16] = {0xfd};
+    config cfg;
+    char err[256];
+
+    ck_assert_int_eq(
+        parse(&cfg, err, sizeof(err),
+              WORDS("--key-file", "/etc/sessiond/k1", "--next-key-file", "/etc/sessiond/k2",
+                    "--allow", "10.0.0.0/8", "--allow", "fd00::/8", "--allow", "127.0.0.1",
+                    "--allow-plaintext", "--window", "5", "-u", "root")),
+        CONFIG_RUN);
+    ck_assert_str_eq(cfg.key_file, "/etc/sessiond/k1");
+    ck_assert_str_eq(cfg.next_key_file, "/etc/sessiond/k2");
+    ck_assert_uint_eq(cfg.n_allow, 3);
+    ck_assert_int_eq(cfg.allow[0].family, AF_INET);
+    ck_assert_uint_eq(cfg.allow[0].prefix, 8);
+    ck_assert_mem_eq(cfg.allow[0].addr, ten, 4);
+    ck_assert_int_eq(cfg.allow[1].family, AF_INET6);
+    ck_assert_uint_eq(cfg.allow[1].prefix, 8);
+    ck_assert_mem_eq(cfg.allow[1].addr, fd00, 16);
+    ck_assert_int_eq(cfg.allow[2].family, AF_INET);
+    ck_assert_uint_eq(cfg.allow[2].prefix, 32); /* a bare address is a /32 */
+    ck_assert_int_eq(cfg.allow_plaintext, 1);
+    ck_assert_uint_eq(cfg.window_s, 5);
+    ck_assert_str_eq(cfg.user, "root");
+    ck_assert_int_eq(cfg.user_uid, 0);
+    ck_assert_int_eq(cfg.user_gid, 0);
+
+    /* --flag=value, abbreviations, bounds of --window. */
+    ck_assert_int_eq(
+        parse(&cfg, err, sizeof(err),
+              WORDS("--key-file=/k", "--allow=::1", "--allow-p", "--window=3600", "--user=root")),
+        CONFIG_RUN);
+    ck_assert_str_eq(cfg.key_file, "/k");
+    ck_assert_uint_eq(cfg.n_allow, 1);
+    ck_assert_uint_eq(cfg.allow[0].prefix, 128);
+    ck_assert_int_eq(cfg.allow_plaintext, 1);
+    ck_assert_uint_eq(cfg.window_s, CONFIG_MAX_WINDOW);
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), WORDS("--window", "1")), CONFIG_RUN);
+    ck_assert_uint_eq(cfg.window_s, 1);
+    /* A key alone, rules alone: both fine. */
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), WORDS("--key-file", "k")), CONFIG_RUN);
+    ck_assert_uint_eq(cfg.n_allow, 0);
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), WORDS("--allow", "0.0.0.0/0")), CONFIG_RUN);
+    ck_assert_uint_eq(cfg.allow[0].prefix, 0);
+}
+END_TEST
+
+START_TEST(test_bad_security_flags)
+{
+    expect_error("--allow", "10.0.0.1/8", WORDS("--allow", "10.0.0.1/8"));
+    expect_error("--allow", "10.0.0.0/33", WORDS("--allow", "10.0.0.0/33"));
+    expect_error("--allow", "fd00::/129", WORDS("--allow", "fd00::/129"));
+    expect_error("--allow", "10.1", WORDS("--allow", "10.1"));
+    expect_error("--allow", "::ffff:127.0.0.1", WORDS("--allow", "::ffff:127.0.0.1"));
+    expect_error("--allow", "''", WORDS("--allow", ""));
+    expect_error("--window", "'0'", WORDS("--window", "0"));
+    expect_error("--window", "3601", WORDS("--window", "3601"));
+    expect_error("--window", "30s", WORDS("--window", "30s"));
+    expect_error("--window", "-1", WORDS("--window", "-1"));
+    expect_error("--key-file", "empty path", WORDS("--key-file", ""));
+    expect_error("--next-key-file", "empty path", WORDS("--key-file", "k", "--next-key-file", ""));
+    expect_error("-u", "no-such-user-sessiond", WORDS("-u", "no-such-user-sessiond"));
+    expect_error("--user", "no such user", WORDS("--user", "no-such-user-sessiond"));
+    expect_error("--user", "empty", WORDS("--user", ""));
+    /* Combinations that would silently do nothing. */
+    expect_error("--next-key-file", "--key-file", WORDS("--next-key-file", "k2"));
+    expect_error("--allow-plaintext", "--key-file", WORDS("--allow-plaintext", "--allow", "::1"));
+    expect_error("--allow-plaintext", "--allow", WORDS("--key-file", "k", "--allow-plaintext"));
+    /* Missing arguments. */
+    expect_error("needs an argument", "'--key-file'", WORDS("--key-file"));
+    expect_error("needs an argument", "'--allow'", WORDS("--allow"));
+    expect_error("needs an argument", "'--window'", WORDS("--window"));
+    expect_error("needs an argument", "'-u'", WORDS("-u"));
+    expect_error("takes no argument", "--allow-plaintext", WORDS("--allow-plaintext=yes"));
+}
+END_TEST
+
+/* At most ACL_MAX_RULES rules per family: one more is refused by name. */
+START_TEST(test_too_many_rules)
+{
+    static char texts[ACL_MAX_RULES + 1][32];
+    const char *words[2 * (ACL_MAX_RULES + 1) + 1];
+    config cfg;
+    char err[256];
+    size_t n = 0;
+
+    for (int i = 0; i <= ACL_MAX_RULES; i++) {
+        snprintf(texts[i], sizeof(texts[i]), "10.%d.0.0/16", i);
+        words[n++] = "--allow";
+        words[n++] = texts[i];
+    }
+    words[n] = NULL;
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), words), CONFIG_ERROR);
+    ck_assert_msg(strstr(err, "too many --allow") != NULL, "message: %s", err);
+    ck_assert_msg(strstr(err, "10.64.0.0/16") != NULL, "message: %s", err);
+    /* Exactly the maximum is fine. */
+    words[n - 2] = NULL;
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), words), CONFIG_RUN);
+    ck_assert_uint_eq(cfg.n_allow, ACL_MAX_RULES);
+}
+END_TEST
+
 /* ---- getopt-level errors ---------------------------------------------- */
 
 START_TEST(test_unknown_options)
@@ -371,9 +491,21 @@ END_TEST
 
 START_TEST(test_help_and_version)
 {
-    static const char *const flags[] = {"--port",    "--listen",     "--foreground",
-                                        "--debug",   "--max-memory", "--max-ttl",
-                                        "--pidfile", "--help",       "--version"};
+    static const char *const flags[] = {"--port",
+                                        "--listen",
+                                        "--foreground",
+                                        "--debug",
+                                        "--max-memory",
+                                        "--max-ttl",
+                                        "--pidfile",
+                                        "--help",
+                                        "--version",
+                                        "--key-file",
+                                        "--next-key-file",
+                                        "--allow",
+                                        "--allow-plaintext",
+                                        "--window",
+                                        "--user"};
     config cfg;
     char err[256];
 
@@ -410,6 +542,9 @@ START_TEST(test_repeated_calls)
         ck_assert_int_eq(parse(&cfg, err, sizeof(err), NO_WORDS), CONFIG_RUN);
         ck_assert_int_eq(cfg.port, CONFIG_DEFAULT_PORT);
         ck_assert_int_eq(cfg.debug, 0);
+        /* Rules do not pile up across calls either. */
+        ck_assert_int_eq(parse(&cfg, err, sizeof(err), WORDS("--allow", "::1")), CONFIG_RUN);
+        ck_assert_uint_eq(cfg.n_allow, 1);
         ck_assert_str_eq(err, "");
     }
 }
@@ -445,6 +580,9 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_max_ttl_bounds);
     tcase_add_test(tc, test_bad_listen);
     tcase_add_test(tc, test_bad_pidfile);
+    tcase_add_test(tc, test_security_flags);
+    tcase_add_test(tc, test_bad_security_flags);
+    tcase_add_test(tc, test_too_many_rules);
     tcase_add_test(tc, test_unknown_options);
     tcase_add_test(tc, test_missing_argument);
     tcase_add_test(tc, test_help_and_version);
