@@ -25,4 +25,5 @@ rows(name) = "< grep '^".name.",' '".csv."'"
 
 plot rows("echo") using 2:4 with linespoints lw 2 pt 7 title "raw UDP echo (limit)", \
      rows("sessiond-v1") using 2:4 with linespoints lw 2 pt 5 title "sessiond v1", \
+     rows("sessiond-v2-sealed") using 2:4 with linespoints lw 2 pt 11 title "sessiond v2 sealed (AES-256-GCM)", \
      rows("memcached") using 2:4 with linespoints lw 2 pt 9 title "memcached 1.6 UDP, 1 thread"

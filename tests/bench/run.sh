@@ -1,19 +1,22 @@
 #!/bin/sh
 # run.sh — what `make bench` runs: tests/bench/run.sh BUILD
 #
-# Starts three UDP servers on 127.0.0.1 (the raw echo baseline udp_echo,
-# sessiond, memcached with one worker thread), drives each with the same
-# load generator (loadgen) at windows 1..64, and prints a side-by-side table
-# for W=1 and W=32: absolute figures, the ratio to the echo server and
-# sessiond against memcached. Then the memory benchmark: sessiond's RSS per
+# Starts four UDP servers on 127.0.0.1 (the raw echo baseline udp_echo, a
+# sessiond without a key for v1 and plaintext v2, a second sessiond with a
+# cluster key (a fresh random one in the temp dir) for sealed v2, memcached
+# with one worker thread), drives each with the same load generator
+# (loadgen) at windows 1..64 (plaintext v2 at the headline windows only, to
+# keep the run short), and prints a side-by-side table for W=1 and W=32:
+# absolute figures, the ratio to the echo server and sessiond against
+# memcached. Then the memory benchmark: sessiond's RSS per
 # stored session at 100 k and 1 M sessions. Figures go to $OUT/results.csv
 # (every run), $OUT/summary.csv (medians per target and window),
 # $OUT/memory.csv and $OUT/report.txt; the chart (throughput vs window) to
 # docs/bench-throughput.png when gnuplot is there.
 #
 # Only ratios taken within one run mean anything: the machine is shared and
-# noisy. So the targets run interleaved (for each window: echo, sessiond,
-# memcached), each right after the others.
+# noisy. So the targets run interleaved (for each window and repetition:
+# echo, sessiond v1, v2, v2 sealed, memcached), each right after the others.
 #
 # Settings (environment):
 #   BENCH_DURATION  measured seconds per run (2), after BENCH_WARMUP (0.3)
@@ -184,9 +187,16 @@ say "== sessiond benchmarks"
 machine | tee -a "$REPORT"
 
 start_echo
+# The sealed daemon first: start_sessiond overwrites SD_*.
+(
+	umask 077
+	head -c 32 /dev/urandom >"$TMP/cluster.key"
+)
+start_sessiond sealed --max-memory 256m --key-file "$TMP/cluster.key"
+SEALED_PID=$SD_PID SEALED_PORT=$SD_PORT
 start_sessiond throughput --max-memory 256m
 start_memcached
-TARGETS="echo sessiond-v1"
+TARGETS="echo sessiond-v1 sessiond-v2 sessiond-v2-sealed"
 [ -n "$MC_PID" ] && TARGETS="$TARGETS memcached"
 [ -z "$MC_PID" ] && say "memcached: not installed or not answering; skipped"
 
@@ -201,13 +211,22 @@ for w in $WINDOWS; do
 	while [ "$rep" -lt "$reps" ]; do
 		rep=$((rep + 1))
 		for t in $TARGETS; do
+			key_opt=""
 			case $t in
 			echo) port=$ECHO_PORT pid=$ECHO_PID ;;
 			sessiond-v1) port=$SD_PORT pid=$SD_PID ;;
+			sessiond-v2)
+				case " $HEADLINE " in *" $w "*) ;; *) continue ;; esac # headline windows only
+				port=$SD_PORT pid=$SD_PID
+				;;
+			sessiond-v2-sealed)
+				port=$SEALED_PORT pid=$SEALED_PID key_opt="--key-file $TMP/cluster.key"
+				;;
 			memcached) port=$MC_PORT pid=$MC_PID ;;
 			esac
+			# shellcheck disable=SC2086 # $key_opt is empty or two words
 			line=$($CLIENT_CPU timeout 120 "$LOADGEN" --target "$t" --port "$port" -w "$w" \
-				-c "$SOCKETS" -d "$DURATION" --warmup "$WARMUP" --server-pid "$pid" |
+				-c "$SOCKETS" -d "$DURATION" --warmup "$WARMUP" --server-pid "$pid" $key_opt |
 				grep '^result ') || {
 				echo "bench: loadgen failed for $t at W=$w" >&2
 				exit 1
@@ -219,7 +238,7 @@ for w in $WINDOWS; do
 				row="$row,$(field "$line" "$f")"
 			done
 			echo "$row" >>"$CSV"
-			printf '  W=%-3s #%s %-12s %9s ops/s  mean %7s us  p99 %8s us  lost %-4s cpu %5s us/op\n' \
+			printf '  W=%-3s #%s %-18s %9s ops/s  mean %7s us  p99 %8s us  lost %-4s cpu %5s us/op\n' \
 				"$w" "$rep" "$t" "$(field "$line" ops_per_s)" "$(field "$line" mean_us)" \
 				"$(field "$line" p99_us)" "$(field "$line" lost)" \
 				"$(field "$line" server_cpu_us_per_op)"
@@ -268,19 +287,22 @@ table() {
 	                    p99[$1] = $8; p999[$1] = $9; lost[$1] = $11; cpu[$1] = $12 }
 	END {
 		if (!n) exit
-		printf "W=%-3s %-12s %10s %7s %8s %8s %8s %9s %5s %10s %8s\n", w, "target", "ops/s",
+		printf "W=%-3s %-18s %10s %7s %8s %8s %8s %9s %5s %10s %8s\n", w, "target", "ops/s",
 		       "x echo", "mean us", "p50 us", "p99 us", "p99.9 us", "lost", "cpu us/op", "x echo"
 		for (i = 1; i <= n; i++) {
 			k = t[i]
-			printf "      %-12s %10.0f %7.2f %8.1f %8.1f %8.1f %9.1f %5d %10s %8s\n", k, ops[k],
+			printf "      %-18s %10.0f %7.2f %8.1f %8.1f %8.1f %9.1f %5d %10s %8s\n", k, ops[k],
 			       ops["echo"] ? ops[k] / ops["echo"] : 0, mean[k], p50[k], p99[k], p999[k],
 			       lost[k], cpu[k] == "" ? "-" : cpu[k],
 			       cpu[k] == "" || !cpu["echo"] ? "-" : sprintf("%.2f", cpu[k] / cpu["echo"])
 		}
-		if (ops["memcached"])
-			printf "      sessiond-v1 / memcached: %.2f x throughput, %.2f x mean latency, %.2f x server CPU per op\n",
-			       ops["sessiond-v1"] / ops["memcached"], mean["sessiond-v1"] / mean["memcached"],
-			       cpu["memcached"] ? cpu["sessiond-v1"] / cpu["memcached"] : 0
+		for (i = 1; i <= n; i++) {
+			k = t[i]
+			if (ops["memcached"] && k ~ /^sessiond/)
+				printf "      %s / memcached: %.2f x throughput, %.2f x mean latency, %.2f x server CPU per op\n",
+				       k, ops[k] / ops["memcached"], mean[k] / mean["memcached"],
+				       cpu["memcached"] ? cpu[k] / cpu["memcached"] : 0
+		}
 		printf "      (medians of %d run(s) of %s s each)\n", reps, dur
 	}' dur="$DURATION" "$SUMMARY"
 }
@@ -320,10 +342,16 @@ verdict() {
 		printf "  %-44s %7.2f%s [%.2f..%.2f] (target %s %s%s): %s\n", name, m, unit, lo, hi, op,
 		       limit, unit, ok ? "met" : "NOT met"
 	}
+	function info(name, list,   m) {
+		if (list == "") return
+		m = median(list)
+		printf "  %-44s %7.2fx [%.2f..%.2f] (for reference)\n", name, m, lo, hi
+	}
 	NR > 1 {
 		v[$1 "," $2 "," $3, 6] = $6; v[$1 "," $2 "," $3, 8] = $8; v[$1 "," $2 "," $3, 10] = $10
 		if ($3 > maxrep) maxrep = $3
 		if ($1 == "sessiond-v1") p99[$2] = p99[$2] " " $10
+		if ($1 == "sessiond-v2-sealed") sp99[$2] = sp99[$2] " " $10
 	}
 	END {
 		check("sessiond v1 W=32 throughput / echo", ratios("sessiond-v1", "echo", 32, 6), ">=", 0.85, "x")
@@ -331,6 +359,13 @@ verdict() {
 		check("sessiond v1 W=1 mean latency / echo", ratios("sessiond-v1", "echo", 1, 8), "<=", 1.15, "x")
 		check("sessiond v1 p99 at W=32", p99[32], "<=", 1000, " us")
 		check("sessiond v1 p99 at W=64", p99[64], "<=", 1000, " us")
+		check("sealed v2 W=32 throughput / echo", ratios("sessiond-v2-sealed", "echo", 32, 6), ">=", 0.7, "x")
+		check("sealed v2 W=1 throughput / echo", ratios("sessiond-v2-sealed", "echo", 1, 6), ">=", 0.7, "x")
+		check("sealed v2 p99 at W=32", sp99[32], "<=", 1000, " us")
+		info("plain v2 W=32 throughput / echo", ratios("sessiond-v2", "echo", 32, 6))
+		info("plain v2 W=32 throughput / v1", ratios("sessiond-v2", "sessiond-v1", 32, 6))
+		info("sealed v2 W=32 throughput / v1", ratios("sessiond-v2-sealed", "sessiond-v1", 32, 6))
+		info("sealed v2 W=1 mean latency / echo", ratios("sessiond-v2-sealed", "echo", 1, 8))
 	}' "$CSV"
 }
 say ""
@@ -338,6 +373,7 @@ say "== targets (issue 5; median of per-repetition ratios, [min..max])"
 verdict | tee -a "$REPORT"
 
 stop_pid "$SD_PID"
+stop_pid "$SEALED_PID"
 [ -n "$MC_PID" ] && stop_pid "$MC_PID"
 
 if command -v gnuplot >/dev/null 2>&1; then

@@ -1,8 +1,8 @@
 #!/bin/sh
 # bench_smoke.sh — the seconds-long benchmark smoke run of `make check`.
 #
-# Starts the echo baseline and a sessiond on loopback (and memcached when it
-# is installed), runs the load generator against each for about a second
+# Starts the echo baseline, a sessiond on loopback (v1 and plaintext v2) and
+# one with a cluster key (sealed v2; memcached too when it is installed), runs the load generator against each for about a second
 # (and the TLS handshake benchmark, with a daemon of its own, as long), and
 # asserts only that it ran and printed sane figures: operations counted,
 # GETs answered and found after the fill, percentiles in order, no socket
@@ -57,16 +57,19 @@ field() {
 	printf '%s\n' "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"
 }
 
-# check_run TARGET PORT: one short run, and the sanity of what it printed.
+# check_run TARGET PORT [LOADGEN-OPTIONS...]: one short run, and the
+# sanity of what it printed.
 check_run() {
-	out=$(timeout 60 "$LOADGEN" --target "$1" --port "$2" -w 4 -c 2 -d 1 --warmup 0.2 \
-		--keys 1000 2>&1) || {
-		fail "$1: loadgen exited non-zero: $out"
+	target=$1 port=$2
+	shift 2
+	out=$(timeout 60 "$LOADGEN" --target "$target" --port "$port" -w 4 -c 2 -d 1 --warmup 0.2 \
+		--keys 1000 "$@" 2>&1) || {
+		fail "$target: loadgen exited non-zero: $out"
 		return 0
 	}
 	line=$(printf '%s\n' "$out" | grep '^result ' || true)
 	if [ -z "$line" ]; then
-		fail "$1: no result line in: $out"
+		fail "$target: no result line in: $out"
 		return 0
 	fi
 	echo "$line"
@@ -75,13 +78,13 @@ check_run() {
 	ops=$(field "$line" ops)
 	p50=$(field "$line" p50_us)
 	p99=$(field "$line" p99_us)
-	[ "$(field "$line" target)" = "$1" ] || fail "$1: wrong target in the result"
-	[ "${ops:-0}" -gt 0 ] || fail "$1: no operations counted"
-	[ "${hits:-0}" -gt 0 ] || fail "$1: no GET found a value after the fill"
-	[ "$(field "$line" errors)" = 0 ] || fail "$1: socket errors"
-	[ "$(field "$line" bad)" = 0 ] || fail "$1: malformed answers"
+	[ "$(field "$line" target)" = "$target" ] || fail "$target: wrong target in the result"
+	[ "${ops:-0}" -gt 0 ] || fail "$target: no operations counted"
+	[ "${hits:-0}" -gt 0 ] || fail "$target: no GET found a value after the fill"
+	[ "$(field "$line" errors)" = 0 ] || fail "$target: socket errors"
+	[ "$(field "$line" bad)" = 0 ] || fail "$target: malformed answers"
 	awk -v g="$gets" -v a="$p50" -v b="$p99" 'BEGIN { exit !(g > 0 && a > 0 && a <= b) }' ||
-		fail "$1: figures out of order (gets/s $gets, p50 $p50, p99 $p99)"
+		fail "$target: figures out of order (gets/s $gets, p50 $p50, p99 $p99)"
 }
 
 for f in "$LOADGEN" "$ECHO" "$SESSIOND"; do
@@ -99,7 +102,22 @@ check_run echo "$(head -n 1 "$TMP/echo.out")"
 "$SESSIOND" -f -l 127.0.0.1 -p 0 >"$TMP/sessiond.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_for "$TMP/sessiond.log" 'listening on 127\.0\.0\.1:[0-9]+'
-check_run sessiond-v1 "$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/sessiond.log" | head -n 1)"
+sd_port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/sessiond.log" | head -n 1)
+check_run sessiond-v1 "$sd_port"
+check_run sessiond-v2 "$sd_port"
+
+# Sealed v2: a daemon with a fresh cluster key (mode 0600, as the daemon
+# demands), the generator with the same key file.
+(
+	umask 077
+	head -c 32 /dev/urandom >"$TMP/cluster.key"
+)
+"$SESSIOND" -f -l 127.0.0.1 -p 0 --key-file "$TMP/cluster.key" >"$TMP/sealed.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_for "$TMP/sealed.log" 'listening on 127\.0\.0\.1:[0-9]+'
+check_run sessiond-v2-sealed \
+	"$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/sealed.log" | head -n 1)" \
+	--key-file "$TMP/cluster.key"
 
 if command -v memcached >/dev/null 2>&1; then
 	port=$("$LOADGEN" --free-port)
