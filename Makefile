@@ -36,13 +36,15 @@ SANFLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 endif
 
 # Debian packages: what building needs, and what the test suite runs against.
-DEPS_BUILD := libevent-dev libssl-dev pkg-config
-DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev memcached
+DEPS_BUILD := libevent-dev libssl-dev libhiredis-dev pkg-config
+DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev memcached \
+              redis-server redis-sentinel
 DEPS_BENCH := gnuplot-nox
 
 PKG_CONFIG ?= pkg-config
-PKG_CFLAGS  = $(shell $(PKG_CONFIG) --cflags libevent_core openssl 2>/dev/null)
-EVENT_LIBS  = $(shell $(PKG_CONFIG) --libs libevent_core 2>/dev/null)
+PKG_CFLAGS  = $(shell $(PKG_CONFIG) --cflags libevent_core libevent_extra openssl hiredis 2>/dev/null)
+EVENT_LIBS  = $(shell $(PKG_CONFIG) --libs libevent_core libevent_extra 2>/dev/null)
+REDIS_LIBS  = $(shell $(PKG_CONFIG) --libs hiredis 2>/dev/null)
 SSL_LIBS    = $(shell $(PKG_CONFIG) --libs openssl 2>/dev/null)
 CHECK_LIBS  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
@@ -128,7 +130,7 @@ build/fuzz/%: tests/fuzz/%.c $(PROTO_SRC) $(DAEMON_SRC) $(wildcard proto/*.h ses
 	@mkdir -p $(@D)
 	clang $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    -Iproto -Isessiond -DSESSIOND_VERSION='"$(VERSION)"' $(PKG_CFLAGS) \
-	    -o $@ $< $(PROTO_SRC) $(DAEMON_SRC) $(EVENT_LIBS) $(SSL_LIBS)
+	    -o $@ $< $(PROTO_SRC) $(DAEMON_SRC) $(EVENT_LIBS) $(REDIS_LIBS) $(SSL_LIBS)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
@@ -169,7 +171,7 @@ $(LIBTEST): $(call obj,$(TESTLIB_SRC))
 	$(AR) rcs $@ $^
 
 $(SESSIOND): $(call obj,sessiond/main.c) $(LIBDAEMON) $(LIBPROTO)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(SSL_LIBS)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(REDIS_LIBS) $(SSL_LIBS)
 
 $(BUILD)/sessionctl: $(call obj,client/sessionctl.c) $(LIBSC_A)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(SSL_LIBS) -lpthread
@@ -183,7 +185,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(LIBTEST) $(if $(CLIENT_SRC),$(L
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIBTEST) $(LIBDAEMON) $(if $(CLIENT_SRC),$(LIBSC_A)) $(LIBPROTO)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CHECK_LIBS) $(EVENT_LIBS) $(SSL_LIBS) -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CHECK_LIBS) $(EVENT_LIBS) $(REDIS_LIBS) $(SSL_LIBS) -lpthread
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8

@@ -145,7 +145,7 @@ static void sc_pending_send(sc_pending *p, sc_thread *t)
             sc_count(t, SC_C_SKIPPED);
             continue;
         }
-        p->fd = sc_udp_open(&client->servers[i]);
+        p->fd = sc_udp_open(&client->servers[i], 0);
         if (p->fd >= 0 &&
             sc_send_datagram(p->fd, p->request, p->request_len, &stale_refusal) == 0) {
             p->server = i;

@@ -105,7 +105,11 @@ typedef struct sc_server {
 typedef struct sc_thread {
     sc_client *client;
     struct sc_thread *prev, *next; /* client->threads list, under threads_lock */
-    pid_t pid;                     /* sockets inherited over fork() are not ours */
+    unsigned fork_generation;      /* sessionc.c's fork count when the sockets were
+                                      opened: after a fork() the copies are not ours */
+    unsigned early_misses;         /* consecutive waits whose answer was not yet queued
+                                      right after the send (saturates; see sc_wait_answer) */
+    unsigned early_skips;          /* waits that skipped the early receive, for the retry */
     uint32_t next_request_id;      /* v2: random start, +1 per request */
     proto_v2_sealer *sealer;       /* with a key: created on first use */
     uint8_t *sbuf;                 /* requests with a value are built here (grown) */
@@ -243,8 +247,28 @@ size_t sc_max_value(const sc_client *client);
 /* Bytes sc_build needs for a request with this key and value. */
 size_t sc_build_size(const sc_client *client, size_t key_len, size_t value_len);
 
-/* A non-blocking UDP socket connected to the server, or -1 (errno set). */
-int sc_udp_open(const sc_server *server);
+/* The blocking receive (see sc_wait_answer). The kernel keeps SO_RCVTIMEO
+ * in scheduler ticks and rounds it up, so it may wake up to two ticks late
+ * (20 ms at HZ=100, the coarsest kernel setting): the socket's SO_RCVTIMEO
+ * is the client's timeout less SC_RCVTIMEO_MARGIN_MS, a receive blocks
+ * under it only while at least that plus SC_TICK_OVERSHOOT_MS of the
+ * deadline is left, and ppoll() keeps the rest of the deadline exactly.
+ * Timeouts under SC_RCVTIMEO_MIN_MS leave no room for that: ppoll() only. */
+#define SC_RCVTIMEO_MARGIN_MS 25u
+#define SC_TICK_OVERSHOOT_MS  20u
+#define SC_RCVTIMEO_MIN_MS    50u
+
+/* The SO_RCVTIMEO of a client's sockets, in ms; 0: none (non-blocking). */
+static inline unsigned sc_rcvtimeo_ms(unsigned timeout_ms)
+{
+    return timeout_ms >= SC_RCVTIMEO_MIN_MS ? timeout_ms - SC_RCVTIMEO_MARGIN_MS : 0;
+}
+
+/* A UDP socket connected to the server, or -1 (errno set). rcvtimeo_ms 0:
+ * non-blocking (the event-loop mode hands it to the application's loop);
+ * else blocking with that SO_RCVTIMEO (the thread sockets: every send and
+ * every receive but sc_wait_answer's blocking one passes MSG_DONTWAIT). */
+int sc_udp_open(const sc_server *server, unsigned rcvtimeo_ms);
 
 /* Sends one datagram without blocking. A send refused with ECONNREFUSED
  * reports an ICMP error left by an earlier datagram, and this one was not

@@ -19,8 +19,10 @@
  * An operation (sc_run): build the wire key (namespace || ID in v2) and hash
  * it once, build the datagram once (sc_wire.c: v1, v2 plain or sealed), walk
  * the servers in the key's rendezvous order skipping those the breaker has
- * backed off, send, and for a get (or an acknowledged v2 put/delete) ppoll()
- * until the deadline, discarding late answers to earlier requests. A
+ * backed off, send, and for a get (or an acknowledged v2 put/delete) take
+ * the answer (sc_wait_answer: a receive at once, then a blocking receive
+ * under SO_RCVTIMEO, then ppoll() until the exact deadline), discarding late
+ * answers to earlier requests. A
  * timeout ends the operation (trying the next server would double the worst
  * case); a socket error (ECONNREFUSED: an ICMP port unreachable, i.e. no
  * daemon) moves on to the next server within the same deadline. Both count
@@ -38,8 +40,9 @@
  * Known limits: sc_client_free must not race with threads that used the
  * client exiting (their destructor would touch the freed client); each
  * client takes one of the process's PTHREAD_KEYS_MAX (1024) keys; after
- * fork() a child reopens its sockets on first use (the check is a getpid()
- * per call), the parent's copies are closed in the child. The cluster keys
+ * fork() a child reopens its sockets on first use, the parent's copies are
+ * closed in the child (detected by a pthread_atfork generation counter, so
+ * not after a raw clone() or vfork() system call: see sc_thread_get). The cluster keys
  * sit in the client (and in every thread's sealer) in ordinary memory, not
  * mlock()ed: a swapped-out page can hold them.
  */
@@ -137,17 +140,44 @@ static void sc_thread_exit(void *arg)
     sc_thread_free(t);
 }
 
+/* Fork detection. A thread record remembers the generation its sockets
+ * belong to; the child of every fork() bumps the generation in a
+ * pthread_atfork handler (registered once, by the first sc_client_new, so
+ * before any record exists), and a record of an older generation closes its
+ * sockets, which the parent shares, on its next use. This replaces a
+ * getpid() per operation: glibc no longer caches the PID, so that was a
+ * system call (~1 µs on a VM) on every lookup and store. Known limit: a
+ * child made with a raw clone() or vfork() system call runs no atfork
+ * handler; such a child must exec or _exit without using the client (which
+ * vfork requires anyway). The handler only does a relaxed atomic increment:
+ * async-signal-safe, as a fork from a signal handler needs. */
+static _Atomic unsigned sc_fork_generation;
+static pthread_once_t sc_atfork_once = PTHREAD_ONCE_INIT;
+static int sc_atfork_rc = -1;
+
+static void sc_atfork_child(void)
+{
+    atomic_fetch_add_explicit(&sc_fork_generation, 1, memory_order_relaxed);
+}
+
+static void sc_atfork_register(void)
+{
+    sc_atfork_rc = pthread_atfork(NULL, NULL, sc_atfork_child);
+}
+
 sc_thread *sc_thread_get(sc_client *client)
 {
     sc_thread *t = pthread_getspecific(client->thread_key);
+    /* Relaxed: in a child the handler ran on this very thread. */
+    unsigned generation = atomic_load_explicit(&sc_fork_generation, memory_order_relaxed);
     int rc;
 
     if (t != NULL) {
-        if (t->pid != getpid()) {
+        if (t->fork_generation != generation) {
             /* A forked child: these sockets are shared with the parent,
              * which would read our answers. Close our copies, start over. */
             sc_thread_close_fds(t);
-            t->pid = getpid();
+            t->fork_generation = generation;
         }
         return t;
     }
@@ -155,7 +185,7 @@ sc_thread *sc_thread_get(sc_client *client)
     if (t == NULL)
         return NULL;
     t->client = client;
-    t->pid = getpid();
+    t->fork_generation = generation;
     /* A random start: IDs of a thread that came before on a recycled port
      * are unlikely to match. The clock is a fallback, not a secret. */
     if (RAND_bytes((unsigned char *)&t->next_request_id, sizeof(t->next_request_id)) != 1)
@@ -191,7 +221,7 @@ void sc_count_client(sc_client *client, enum sc_counter c)
 static int sc_thread_fd(sc_thread *t, size_t i)
 {
     if (t->fds[i] < 0)
-        t->fds[i] = sc_udp_open(&t->client->servers[i]);
+        t->fds[i] = sc_udp_open(&t->client->servers[i], sc_rcvtimeo_ms(t->client->opt.timeout_ms));
     return t->fds[i];
 }
 
@@ -278,6 +308,11 @@ sc_client *sc_client_new(const char *servers, const sc_options *opt, char *err, 
     }
     if (sc_options_check(opt, err, errlen) < 0)
         return NULL;
+    pthread_once(&sc_atfork_once, sc_atfork_register);
+    if (sc_atfork_rc != 0) {
+        sc_set_error(err, errlen, "pthread_atfork: %s", strerror(sc_atfork_rc));
+        return NULL;
+    }
     client = calloc(1, sizeof(*client));
     if (client == NULL) {
         sc_set_error(err, errlen, "out of memory");

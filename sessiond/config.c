@@ -33,6 +33,10 @@
  *                 datagram can be replayed; with NTP-synchronised clocks a
  *                 few seconds would do, 30 s (the default) leaves room for
  *                 a sloppy clock, and over an hour is no protection at all.
+ *   --metrics     ADDR:PORT with a numeric address, IPv6 in brackets
+ *                 ("[::1]:9100"), port 0 to 65535 (0: the kernel picks,
+ *                 and the daemon logs the real one). Brackets are required
+ *                 for IPv6 because "::1:9100" is itself a valid address.
  *   --user        looked up here (getpwnam) so an unknown user is a command
  *                 line error like any other; the switch itself happens in
  *                 main.c, after binding and reading the keys.
@@ -71,6 +75,7 @@ enum {
     OPT_ALLOW,
     OPT_ALLOW_PLAINTEXT,
     OPT_WINDOW,
+    OPT_METRICS,
 };
 
 /* '-': bare arguments come back in order as option 1; ':': quiet getopt,
@@ -90,6 +95,7 @@ static const struct option config_options[] = {
     {"allow", required_argument, NULL, OPT_ALLOW},
     {"allow-plaintext", no_argument, NULL, OPT_ALLOW_PLAINTEXT},
     {"window", required_argument, NULL, OPT_WINDOW},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"user", required_argument, NULL, 'u'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
@@ -125,6 +131,9 @@ static const char config_usage_text[] =
     "                        (for stunnel); loopback is then not implied\n"
     "      --window S        accepted clock difference for sealed datagrams, seconds,\n"
     "                        1 to 3600 (default 30)\n"
+    "      --metrics ADDR:PORT  serve Prometheus metrics over HTTP at\n"
+    "                        http://ADDR:PORT/metrics, e.g. 127.0.0.1:9100 or [::1]:9100\n"
+    "                        (port 0: any free port; default: off)\n"
     "  -u, --user USER       when started as root, switch to USER after binding and\n"
     "                        reading the keys\n"
     "  -h, --help            print this help and exit\n"
@@ -247,6 +256,65 @@ static int config_set_window(config *cfg, const char *text)
     if (config_parse_decimal(text, CONFIG_MAX_WINDOW, &seconds) != 0 || seconds == 0)
         return -1;
     cfg->window_s = (uint32_t)seconds;
+    return 0;
+}
+
+/* "127.0.0.1:9100" or "[::1]:9100" into cfg->metrics_addr and
+ * metrics_port. Returns 0, or -1 with the reason (no flag, no value) in
+ * why: the caller adds both. */
+static int config_set_metrics(config *cfg, const char *text, const char **why)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *host_start = text;
+    const char *port_text;
+    size_t host_len;
+    unsigned long long port;
+    int v6 = text[0] == '[';
+    struct in6_addr addr6;
+    struct in_addr addr4;
+
+    if (v6) {
+        const char *bracket = strchr(text, ']');
+
+        if (bracket == NULL || bracket[1] != ':') {
+            *why = "expected [IPv6]:PORT";
+            return -1;
+        }
+        host_start = text + 1;
+        host_len = (size_t)(bracket - host_start);
+        port_text = bracket + 2;
+    } else {
+        const char *colon = strrchr(text, ':');
+
+        if (colon == NULL) {
+            *why = "expected ADDR:PORT";
+            return -1;
+        }
+        if (memchr(text, ':', (size_t)(colon - text)) != NULL) {
+            *why = "an IPv6 address goes in brackets, e.g. [::1]:9100";
+            return -1;
+        }
+        host_len = (size_t)(colon - text);
+        port_text = colon + 1;
+    }
+    if (host_len == 0 || host_len >= sizeof(host)) {
+        *why = "not a numeric IPv4 or [IPv6] address";
+        return -1;
+    }
+    memcpy(host, host_start, host_len);
+    host[host_len] = '\0';
+    if (v6 ? inet_pton(AF_INET6, host, &addr6) != 1 : inet_pton(AF_INET, host, &addr4) != 1) {
+        *why = v6 ? "not a numeric IPv6 address in the brackets"
+                  : "not a numeric IPv4 or [IPv6] address";
+        return -1;
+    }
+    if (config_parse_decimal(port_text, 65535, &port) != 0) {
+        *why = "the port is not a number from 0 to 65535";
+        return -1;
+    }
+    memcpy(cfg->metrics_addr, host, host_len + 1);
+    cfg->metrics_port = (int)port;
+    cfg->metrics = text;
     return 0;
 }
 
@@ -429,6 +497,9 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
     cfg->user = NULL;
     cfg->user_uid = 0;
     cfg->user_gid = 0;
+    cfg->metrics = NULL;
+    cfg->metrics_addr[0] = '\0';
+    cfg->metrics_port = 0;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
 
@@ -527,6 +598,15 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
                 return CONFIG_ERROR;
             }
             break;
+        case OPT_METRICS: {
+            const char *why = "";
+
+            if (config_set_metrics(cfg, optarg, &why) != 0) {
+                config_error(err, errlen, "invalid --metrics '%s': %s", optarg, why);
+                return CONFIG_ERROR;
+            }
+            break;
+        }
         case 'u':
             config_option_name('u', token, name, sizeof(name));
             if (config_set_user(cfg, optarg, name, err, errlen) != 0)

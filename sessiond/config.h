@@ -8,6 +8,7 @@
 #ifndef SESSIOND_CONFIG_H
 #define SESSIOND_CONFIG_H
 
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -43,6 +44,11 @@ typedef struct config {
     const char *user;    /* -u/--user: drop to this user after binding, or NULL */
     uid_t user_uid;      /* its uid and primary gid, looked up while parsing */
     gid_t user_gid;
+    /* --metrics ADDR:PORT: the Prometheus endpoint (metrics.h), off when
+     * metrics is NULL. metrics_addr holds the address without brackets. */
+    const char *metrics;
+    char metrics_addr[INET6_ADDRSTRLEN];
+    int metrics_port; /* 0 asks the kernel for a free port */
 } config;
 
 typedef enum config_result {

@@ -41,7 +41,11 @@
  * The server owns the sealer handed to server_create (built by main.c from
  * the key files, before privileges are dropped) and frees it.
  *
- * Known limits: one thread, one socket; link-local IPv6 addresses with a
+ * Metrics (--metrics): the TCP socket is bound here in server_create, for
+ * the same reasons as the UDP one, and served by metrics.c's evhttp server
+ * on this loop from server_run on; it reads the dispatch counters.
+ *
+ * Known limits: one thread, one UDP socket; link-local IPv6 addresses with a
  * scope (fe80::1%eth0) are not supported.
  */
 #include "server.h"
@@ -64,6 +68,7 @@
 #include "cache.h"
 #include "dispatch.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto.h"
 
 #define SRV_BATCH            32 /* datagrams per recvmmsg/sendmmsg call */
@@ -97,6 +102,9 @@ struct server {
     struct sockaddr_storage peers[SRV_BATCH];
     struct mmsghdr out[SRV_BATCH];
     struct iovec out_iov[SRV_BATCH];
+    int metrics_fd;      /* the --metrics listening socket until server_run, or -1 */
+    metrics *metrics;    /* its HTTP server while the loop runs, or NULL */
+    uint64_t max_memory; /* for the metrics */
 };
 
 static uint64_t srv_clock_ms(clockid_t clock)
@@ -242,7 +250,9 @@ server *server_create(const config *cfg, proto_v2_sealer *sealer, char *err, siz
         goto fail;
     }
     srv->fd = -1;
+    srv->metrics_fd = -1;
     srv->sealer = sealer;
+    srv->max_memory = cfg->max_memory;
     /* Loopback is implied only without a key: with one, plaintext is for
      * the --allow sources named with --allow-plaintext, nobody else. */
     acl_init(&srv->acl, sealer == NULL);
@@ -290,6 +300,17 @@ server *server_create(const config *cfg, proto_v2_sealer *sealer, char *err, siz
     if (sigprocmask(SIG_BLOCK, &ours, &srv->saved_mask) == 0)
         srv->signals_blocked = 1;
 
+    /* Logged before "listening on", so a test that has seen that line
+     * finds this one too. */
+    if (cfg->metrics != NULL) {
+        char metrics_addr[INET6_ADDRSTRLEN + 16];
+
+        srv->metrics_fd = metrics_listen(cfg->metrics_addr, cfg->metrics_port, metrics_addr,
+                                         sizeof(metrics_addr), err, errlen);
+        if (srv->metrics_fd < 0)
+            goto fail;
+        log_msg(LOG_INFO, "metrics on %s", metrics_addr);
+    }
     srv_log_policy(cfg, srv->sealer);
     srv_format_addr(&bound, addr, sizeof(addr));
     log_msg(LOG_INFO, "listening on %s", addr);
@@ -494,6 +515,12 @@ int server_run(server *srv)
         if (srv->signal_events[i] == NULL || event_add(srv->signal_events[i], NULL) != 0)
             goto fail;
     }
+    if (srv->metrics_fd >= 0) {
+        srv->metrics = metrics_start(srv->base, srv->metrics_fd, &srv->dispatch, srv->max_memory);
+        srv->metrics_fd = -1; /* metrics_start owns it, also on failure */
+        if (srv->metrics == NULL)
+            goto fail;
+    }
     /* Handlers are in place: let held signals through. */
     srv_unblock_signals(srv);
 
@@ -516,6 +543,9 @@ void server_free(server *srv)
         if (srv->signal_events[i] != NULL)
             event_free(srv->signal_events[i]);
     }
+    metrics_free(srv->metrics); /* before the base it runs on */
+    if (srv->metrics_fd >= 0)
+        close(srv->metrics_fd);
     if (srv->sweep_event != NULL)
         event_free(srv->sweep_event);
     if (srv->read_event != NULL)

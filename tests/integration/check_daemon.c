@@ -46,8 +46,10 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "checks.h"
 #include "harness.h"
 #include "proto.h"
+#include "v1ops.h"
 
 #define ANSWER_TIMEOUT_MS 3000
 #define STATS_LINE        2048
@@ -56,103 +58,13 @@
  * byte and the 32-byte ID (dispatch.h). */
 #define V1_CACHE_KEY_LEN (1 + PROTO_V1_KEY_LEN)
 
-static uint8_t answer[BIG];
 static uint8_t request[BIG];
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void start(th_daemon *d, const char *const *extra)
-{
-    ck_assert_msg(th_daemon_start(d, extra) == 0, "sessiond did not start (is SESSIOND set?)");
-}
-
-static void stop_ok(th_daemon *d)
-{
-    ck_assert_int_eq(th_daemon_stop(d), 0);
-}
-
-/* A distinct 32-byte key per (tag, n), all bytes non-zero. */
-static void make_key(uint8_t key[PROTO_V1_KEY_LEN], unsigned tag, unsigned n)
-{
-    for (unsigned i = 0; i < PROTO_V1_KEY_LEN; i++)
-        key[i] = (uint8_t)(1 + ((tag * 131u + n * 7u + i * 13u + (n >> 8) * 29u) % 251u));
-    key[0] = (uint8_t)tag;
-    key[1] = (uint8_t)(n & 0xff);
-    key[2] = (uint8_t)(n >> 8);
-}
-
-static void make_value(uint8_t *value, size_t len, unsigned seed)
-{
-    uint32_t x = 2463534242u ^ seed;
-
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        value[i] = (uint8_t)x;
-    }
-}
-
-static void send_all(int fd, const void *buf, size_t len)
-{
-    ssize_t n = send(fd, buf, len, 0);
-
-    ck_assert_msg(n == (ssize_t)len, "send of %zu bytes: %zd (%s)", len, n, strerror(errno));
-}
-
-static void send_op(int fd, uint8_t type, uint16_t timeout, const uint8_t key[PROTO_V1_KEY_LEN],
-                    const uint8_t *value, size_t value_len)
-{
-    size_t len = 0;
-
-    ck_assert_int_eq(proto_v1_encode(request, sizeof(request), type, timeout, key, PROTO_V1_KEY_LEN,
-                                     value, value_len, &len),
-                     PROTO_OK);
-    send_all(fd, request, len);
-}
-
-/* GETs key and checks the answer's frame: version, the key echoed, and
- * the type. Returns the answer's length. */
-static size_t get_expect(int fd, const uint8_t key[PROTO_V1_KEY_LEN], uint8_t type)
-{
-    uint8_t get[PROTO_V1_HEADER_LEN];
-    size_t len = 0;
-    ssize_t n;
-
-    ck_assert_int_eq(
-        proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL, 0, &len),
-        PROTO_OK);
-    n = th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
-    ck_assert_msg(n >= PROTO_V1_HEADER_LEN, "GET: no answer (%zd)", n);
-    ck_assert_int_eq(answer[0], PROTO_V1_VERSION);
-    ck_assert_msg(answer[1] == type, "GET answered type 0x%02x, expected 0x%02x", answer[1], type);
-    ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
-    if (type == PROTO_V1_NOT_FOUND)
-        ck_assert_int_eq(n, PROTO_V1_HEADER_LEN);
-    return (size_t)n;
-}
-
-static void expect_hit(int fd, const uint8_t key[PROTO_V1_KEY_LEN], const uint8_t *value,
-                       size_t value_len)
-{
-    size_t n = get_expect(fd, key, PROTO_V1_FOUND);
-
-    ck_assert_uint_eq(n, PROTO_V1_HEADER_LEN + value_len);
-    ck_assert_msg(memcmp(answer + PROTO_V1_HEADER_LEN, value, value_len) == 0,
-                  "value of %zu bytes came back different", value_len);
-}
-
 static void expect_miss(int fd, const uint8_t key[PROTO_V1_KEY_LEN])
 {
-    get_expect(fd, key, PROTO_V1_NOT_FOUND);
+    v1t_get_expect(fd, key, PROTO_V1_NOT_FOUND);
 }
 
 /* A GET of a key never stored: its answer proves everything sent before it
@@ -162,32 +74,8 @@ static void sync_get(int fd)
 {
     uint8_t key[PROTO_V1_KEY_LEN];
 
-    make_key(key, 0xEE, 0xEEE);
+    v1t_make_key(key, 0xEE, 0xEEE);
     expect_miss(fd, key);
-}
-
-static long long stat_of(th_daemon *d, const char *name)
-{
-    char line[STATS_LINE];
-    long long v;
-
-    ck_assert_int_eq(th_daemon_stats(d, line, sizeof(line)), 0);
-    v = th_stat(line, name);
-    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
-    return v;
-}
-
-static void get_stats(th_daemon *d, char *line)
-{
-    ck_assert_int_eq(th_daemon_stats(d, line, STATS_LINE), 0);
-}
-
-static long long field(const char *line, const char *name)
-{
-    long long v = th_stat(line, name);
-
-    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
-    return v;
 }
 
 static int log_contains(th_daemon *d, const char *needle)
@@ -240,14 +128,6 @@ static int udp6_connect(int port)
     return fd;
 }
 
-static int connect_v4(th_daemon *d)
-{
-    int fd = th_udp_connect(d->port);
-
-    ck_assert_int_ge(fd, 0);
-    return fd;
-}
-
 /* ---- the protocol through a real daemon -------------------------------- */
 
 START_TEST(test_new_get_roundtrip)
@@ -260,27 +140,27 @@ START_TEST(test_new_get_roundtrip)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
     for (size_t i = 0; i < n_sizes; i++) {
-        make_key(key, 1, (unsigned)i);
-        make_value(value, sizes[i], (unsigned)i);
-        send_op(fd, PROTO_V1_NEW, 300, key, value, sizes[i]);
-        expect_hit(fd, key, value, sizes[i]);
+        v1t_make_key(key, 1, (unsigned)i);
+        tc_fill_value(value, sizes[i], (unsigned)i);
+        v1t_send_op(fd, PROTO_V1_NEW, 300, key, value, sizes[i]);
+        v1t_expect_hit(fd, key, value, sizes[i]);
     }
     /* Each value again, after all were stored: none overwrote another. */
     for (size_t i = 0; i < n_sizes; i++) {
-        make_key(key, 1, (unsigned)i);
-        make_value(value, sizes[i], (unsigned)i);
-        expect_hit(fd, key, value, sizes[i]);
+        v1t_make_key(key, 1, (unsigned)i);
+        tc_fill_value(value, sizes[i], (unsigned)i);
+        v1t_expect_hit(fd, key, value, sizes[i]);
     }
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "puts"), (long long)n_sizes);
-    ck_assert_int_eq(field(line, "hits"), 2 * (long long)n_sizes);
-    ck_assert_int_eq(field(line, "entries"), (long long)n_sizes);
-    ck_assert_int_eq(field(line, "answers"), 2 * (long long)n_sizes);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "puts"), (long long)n_sizes);
+    ck_assert_int_eq(tc_field(line, "hits"), 2 * (long long)n_sizes);
+    ck_assert_int_eq(tc_field(line, "entries"), (long long)n_sizes);
+    ck_assert_int_eq(tc_field(line, "answers"), 2 * (long long)n_sizes);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -293,9 +173,9 @@ START_TEST(test_unknown_key)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
-    make_key(key, 2, 1);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(key, 2, 1);
     expect_miss(fd, key);
 
     /* A short session ID travels zero-padded and comes back the same way. */
@@ -303,14 +183,15 @@ START_TEST(test_unknown_key)
     ck_assert_int_eq(proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, short_id, sizeof(short_id),
                                      NULL, 0, &len),
                      PROTO_OK);
-    ck_assert_int_eq(th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS),
-                     PROTO_V1_HEADER_LEN);
-    ck_assert_int_eq(answer[1], PROTO_V1_NOT_FOUND);
-    ck_assert_mem_eq(answer + 4, get + 4, PROTO_V1_KEY_LEN);
+    ck_assert_int_eq(
+        th_udp_roundtrip(fd, get, len, v1t_answer, sizeof(v1t_answer), ANSWER_TIMEOUT_MS),
+        PROTO_V1_HEADER_LEN);
+    ck_assert_int_eq(v1t_answer[1], PROTO_V1_NOT_FOUND);
+    ck_assert_mem_eq(v1t_answer + 4, get + 4, PROTO_V1_KEY_LEN);
 
-    ck_assert_int_eq(stat_of(&d, "misses"), 2);
+    ck_assert_int_eq(tc_stat_of(&d, "misses"), 2);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -323,28 +204,28 @@ START_TEST(test_remove)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
-    make_key(key, 3, 1);
-    make_key(other, 3, 2);
-    make_value(value, sizeof(value), 3);
-    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
-    send_op(fd, PROTO_V1_NEW, 0, other, value, sizeof(value));
-    expect_hit(fd, key, value, sizeof(value));
-    send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(key, 3, 1);
+    v1t_make_key(other, 3, 2);
+    tc_fill_value(value, sizeof(value), 3);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    v1t_send_op(fd, PROTO_V1_NEW, 0, other, value, sizeof(value));
+    v1t_expect_hit(fd, key, value, sizeof(value));
+    v1t_send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
     expect_miss(fd, key);
     /* Removing removes that key only, and twice is harmless. */
-    expect_hit(fd, other, value, sizeof(value));
-    send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
+    v1t_expect_hit(fd, other, value, sizeof(value));
+    v1t_send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
     sync_get(fd);
 
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "removes"), 1);
-    ck_assert_int_eq(field(line, "entries"), 1);
-    ck_assert_int_eq(field(line, "bytes"), (long long)cache_entry_cost(V1_CACHE_KEY_LEN, 300));
-    ck_assert_int_eq(field(line, "malformed"), 0);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "removes"), 1);
+    ck_assert_int_eq(tc_field(line, "entries"), 1);
+    ck_assert_int_eq(tc_field(line, "bytes"), (long long)cache_entry_cost(V1_CACHE_KEY_LEN, 300));
+    ck_assert_int_eq(tc_field(line, "malformed"), 0);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -357,23 +238,23 @@ START_TEST(test_new_replaces)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
-    make_key(key, 4, 1);
-    make_value(first, sizeof(first), 41);
-    make_value(second, sizeof(second), 42);
-    send_op(fd, PROTO_V1_NEW, 0, key, first, sizeof(first));
-    expect_hit(fd, key, first, sizeof(first));
-    send_op(fd, PROTO_V1_NEW, 0, key, second, sizeof(second));
-    expect_hit(fd, key, second, sizeof(second));
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(key, 4, 1);
+    tc_fill_value(first, sizeof(first), 41);
+    tc_fill_value(second, sizeof(second), 42);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, first, sizeof(first));
+    v1t_expect_hit(fd, key, first, sizeof(first));
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, second, sizeof(second));
+    v1t_expect_hit(fd, key, second, sizeof(second));
 
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "puts"), 2);
-    ck_assert_int_eq(field(line, "entries"), 1);
-    ck_assert_int_eq(field(line, "bytes"),
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "puts"), 2);
+    ck_assert_int_eq(tc_field(line, "entries"), 1);
+    ck_assert_int_eq(tc_field(line, "bytes"),
                      (long long)cache_entry_cost(V1_CACHE_KEY_LEN, sizeof(second)));
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -387,15 +268,16 @@ static int64_t poll_until_miss(int fd, const uint8_t key[PROTO_V1_KEY_LEN], int6
     ck_assert_int_eq(
         proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL, 0, &len),
         PROTO_OK);
-    while (now_ms() < deadline) {
+    while (th_now_ms() < deadline) {
         struct timespec pause = {0, 50 * 1000 * 1000};
-        ssize_t n = th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
+        ssize_t n =
+            th_udp_roundtrip(fd, get, len, v1t_answer, sizeof(v1t_answer), ANSWER_TIMEOUT_MS);
 
         ck_assert_int_ge(n, PROTO_V1_HEADER_LEN);
-        ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
-        if (answer[1] == PROTO_V1_NOT_FOUND)
-            return now_ms();
-        ck_assert_int_eq(answer[1], PROTO_V1_FOUND);
+        ck_assert_mem_eq(v1t_answer + 4, key, PROTO_V1_KEY_LEN);
+        if (v1t_answer[1] == PROTO_V1_NOT_FOUND)
+            return th_now_ms();
+        ck_assert_int_eq(v1t_answer[1], PROTO_V1_FOUND);
         nanosleep(&pause, NULL);
     }
     return -1;
@@ -413,19 +295,19 @@ START_TEST(test_expiry)
     th_daemon d;
     int fd;
 
-    start(&d, args);
-    fd = connect_v4(&d);
-    make_key(short_key, 5, 1);
-    make_key(default_key, 5, 2);
-    make_key(capped_key, 5, 3);
-    make_value(value, sizeof(value), 5);
-    sent_at = now_ms();
-    send_op(fd, PROTO_V1_NEW, 1, short_key, value, sizeof(value));
-    send_op(fd, PROTO_V1_NEW, 0, default_key, value, sizeof(value));
-    send_op(fd, PROTO_V1_NEW, 3600, capped_key, value, sizeof(value));
-    expect_hit(fd, short_key, value, sizeof(value));
-    expect_hit(fd, default_key, value, sizeof(value));
-    expect_hit(fd, capped_key, value, sizeof(value));
+    tc_start(&d, args);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(short_key, 5, 1);
+    v1t_make_key(default_key, 5, 2);
+    v1t_make_key(capped_key, 5, 3);
+    tc_fill_value(value, sizeof(value), 5);
+    sent_at = th_now_ms();
+    v1t_send_op(fd, PROTO_V1_NEW, 1, short_key, value, sizeof(value));
+    v1t_send_op(fd, PROTO_V1_NEW, 0, default_key, value, sizeof(value));
+    v1t_send_op(fd, PROTO_V1_NEW, 3600, capped_key, value, sizeof(value));
+    v1t_expect_hit(fd, short_key, value, sizeof(value));
+    v1t_expect_hit(fd, default_key, value, sizeof(value));
+    v1t_expect_hit(fd, capped_key, value, sizeof(value));
 
     short_gone = poll_until_miss(fd, short_key, sent_at + 5000);
     ck_assert_msg(short_gone > 0, "a 1 s entry was still there after 5 s");
@@ -433,8 +315,8 @@ START_TEST(test_expiry)
     ck_assert_int_ge(short_gone - sent_at, 990);
     /* The longer-lived entries outlive the short one: the request's
      * timeout counts, not only the maximum. */
-    if (now_ms() - sent_at < 1900)
-        expect_hit(fd, default_key, value, sizeof(value));
+    if (th_now_ms() - sent_at < 1900)
+        v1t_expect_hit(fd, default_key, value, sizeof(value));
 
     default_gone = poll_until_miss(fd, default_key, sent_at + 7000);
     capped_gone = poll_until_miss(fd, capped_key, sent_at + 7000);
@@ -444,12 +326,12 @@ START_TEST(test_expiry)
     /* The cap held: a 3600 s request lived about as long as --max-ttl. */
     ck_assert_int_lt(capped_gone - sent_at, 6000);
 
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "expired"), 3);
-    ck_assert_int_eq(field(line, "entries"), 0);
-    ck_assert_int_eq(field(line, "bytes"), 0);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "expired"), 3);
+    ck_assert_int_eq(tc_field(line, "entries"), 0);
+    ck_assert_int_eq(tc_field(line, "bytes"), 0);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -472,20 +354,20 @@ START_TEST(test_malformed_dropped_and_counted)
                    {"trailing", 2}, {"empty_value", 1}, {"too_long", 0}};
     int total = 0;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
-    make_key(key, 6, 1);
-    make_key(planted, 6, 2);
-    make_value(value, sizeof(value), 6);
-    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(key, 6, 1);
+    v1t_make_key(planted, 6, 2);
+    tc_fill_value(value, sizeof(value), 6);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
 
     /* short: empty, 1 byte, one byte less than a header */
     ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN,
                                      NULL, 0, &len),
                      PROTO_OK);
-    send_all(fd, dgram, 0);
-    send_all(fd, dgram, 1);
-    send_all(fd, dgram, PROTO_V1_HEADER_LEN - 1);
+    tc_send_all(fd, dgram, 0);
+    tc_send_all(fd, dgram, 1);
+    tc_send_all(fd, dgram, PROTO_V1_HEADER_LEN - 1);
     total += 3;
     /* version: a NEW with version 3, the first one not spoken (it must not
      * be stored), a GET with 0 */
@@ -493,63 +375,63 @@ START_TEST(test_malformed_dropped_and_counted)
                                      PROTO_V1_KEY_LEN, value, sizeof(value), &len),
                      PROTO_OK);
     dgram[0] = 3;
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN,
                                      NULL, 0, &len),
                      PROTO_OK);
     dgram[0] = 0;
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     total += 2;
     /* type: unknown 0x03, and the two answer types sent as requests */
     dgram[0] = PROTO_V1_VERSION;
     dgram[1] = 0x03;
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     dgram[1] = PROTO_V1_NOT_FOUND;
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_FOUND, 0, key, PROTO_V1_KEY_LEN,
                                      value, sizeof(value), &len),
                      PROTO_OK);
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     total += 3;
     /* trailing: a GET and a REMOVE with bytes after the header */
     ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN,
                                      value, 1, &len),
                      PROTO_OK);
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_REMOVE, 0, key,
                                      PROTO_V1_KEY_LEN, value, 10, &len),
                      PROTO_OK);
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     total += 2;
     /* empty_value: a NEW with nothing to store */
     ck_assert_int_eq(proto_v1_encode(dgram, sizeof(dgram), PROTO_V1_NEW, 0, planted,
                                      PROTO_V1_KEY_LEN, NULL, 0, &len),
                      PROTO_OK);
-    send_all(fd, dgram, len);
+    tc_send_all(fd, dgram, len);
     total += 1;
 
     /* None was answered (the sync GET's answer comes back first), the
      * daemon still answers, the bad REMOVE removed nothing, and the bad
      * NEWs stored nothing. */
     sync_get(fd);
-    expect_hit(fd, key, value, sizeof(value));
+    v1t_expect_hit(fd, key, value, sizeof(value));
     expect_miss(fd, planted);
 
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "malformed"), total);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "malformed"), total);
     for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
         char name[64];
 
         snprintf(name, sizeof(name), "malformed_%s", reasons[i].reason);
-        ck_assert_msg(field(line, name) == reasons[i].expected, "%s: %lld, expected %d", name,
-                      field(line, name), reasons[i].expected);
+        ck_assert_msg(tc_field(line, name) == reasons[i].expected, "%s: %lld, expected %d", name,
+                      tc_field(line, name), reasons[i].expected);
     }
-    ck_assert_int_eq(field(line, "oversized"), 0);
-    ck_assert_int_eq(field(line, "puts"), 1);
-    ck_assert_int_eq(field(line, "answers"), 3);
-    ck_assert_int_eq(field(line, "datagrams"), total + 4);
+    ck_assert_int_eq(tc_field(line, "oversized"), 0);
+    ck_assert_int_eq(tc_field(line, "puts"), 1);
+    ck_assert_int_eq(tc_field(line, "answers"), 3);
+    ck_assert_int_eq(tc_field(line, "datagrams"), total + 4);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -570,31 +452,31 @@ START_TEST(test_oversized_ipv6)
         fprintf(stderr, "test_oversized_ipv6: skipped: no IPv6 loopback here\n");
         return;
     }
-    start(&d, args);
+    tc_start(&d, args);
     ck_assert_msg(log_contains(&d, "listening on [::1]:"), "IPv6 address not logged as [::1]");
     fd = udp6_connect(d.port);
-    make_key(key, 7, 1);
+    v1t_make_key(key, 7, 1);
     /* Valid headers, so only the length is wrong. */
-    make_value(big, sizeof(big), 7);
+    tc_fill_value(big, sizeof(big), 7);
     ck_assert_int_eq(proto_v1_encode(big, sizeof(big), PROTO_V1_NEW, 0, key, PROTO_V1_KEY_LEN,
                                      big + PROTO_V1_HEADER_LEN, PROTO_V1_MAX_VALUE, &len),
                      PROTO_OK);
-    send_all(fd, big, PROTO_MAX_DATAGRAM + 1);
-    send_all(fd, big, sizeof(big));
+    tc_send_all(fd, big, PROTO_MAX_DATAGRAM + 1);
+    tc_send_all(fd, big, sizeof(big));
     sync_get(fd);
     expect_miss(fd, key);
 
     /* The largest valid datagram is still accepted over IPv6. */
-    send_all(fd, big, PROTO_MAX_DATAGRAM);
-    expect_hit(fd, key, big + PROTO_V1_HEADER_LEN, PROTO_V1_MAX_VALUE);
+    tc_send_all(fd, big, PROTO_MAX_DATAGRAM);
+    v1t_expect_hit(fd, key, big + PROTO_V1_HEADER_LEN, PROTO_V1_MAX_VALUE);
 
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "oversized"), 2);
-    ck_assert_int_eq(field(line, "malformed"), 2);
-    ck_assert_int_eq(field(line, "malformed_too_long"), 2);
-    ck_assert_int_eq(field(line, "puts"), 1);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "oversized"), 2);
+    ck_assert_int_eq(tc_field(line, "malformed"), 2);
+    ck_assert_int_eq(tc_field(line, "malformed_too_long"), 2);
+    ck_assert_int_eq(tc_field(line, "puts"), 1);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -603,14 +485,14 @@ START_TEST(test_ipv4_refuses_oversized_send)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
     /* Documents why the oversized case runs over IPv6. */
     errno = 0;
     ck_assert_int_lt(send(fd, request, PROTO_MAX_DATAGRAM + 1, 0), 0);
     ck_assert_int_eq(errno, EMSGSIZE);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -626,60 +508,60 @@ START_TEST(test_stats_sequence)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "gets"), 0);
-    ck_assert_int_eq(field(line, "entries"), 0);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "gets"), 0);
+    ck_assert_int_eq(tc_field(line, "entries"), 0);
 
     for (unsigned i = 0; i < 3; i++)
-        make_key(keys[i], 8, i);
-    make_key(unknown, 8, 99);
-    make_value(value, sizeof(value), 8);
-    make_value(replacement, sizeof(replacement), 9);
+        v1t_make_key(keys[i], 8, i);
+    v1t_make_key(unknown, 8, 99);
+    tc_fill_value(value, sizeof(value), 8);
+    tc_fill_value(replacement, sizeof(replacement), 9);
     for (unsigned i = 0; i < 3; i++)
-        send_op(fd, PROTO_V1_NEW, 0, keys[i], value, sizeof(value));         /* puts 3 */
-    send_op(fd, PROTO_V1_NEW, 0, keys[2], replacement, sizeof(replacement)); /* puts 4 */
-    expect_hit(fd, keys[0], value, sizeof(value));                           /* gets 1, hits 1 */
-    expect_hit(fd, keys[2], replacement, sizeof(replacement));               /* gets 2, hits 2 */
-    expect_miss(fd, unknown);                                                /* gets 3, misses 1 */
-    send_op(fd, PROTO_V1_REMOVE, 0, keys[1], NULL, 0);                       /* removes 1 */
-    send_op(fd, PROTO_V1_REMOVE, 0, unknown, NULL, 0); /* absent: not counted */
-    expect_miss(fd, keys[1]);                          /* gets 4, misses 2 */
+        v1t_send_op(fd, PROTO_V1_NEW, 0, keys[i], value, sizeof(value));         /* puts 3 */
+    v1t_send_op(fd, PROTO_V1_NEW, 0, keys[2], replacement, sizeof(replacement)); /* puts 4 */
+    v1t_expect_hit(fd, keys[0], value, sizeof(value));             /* gets 1, hits 1 */
+    v1t_expect_hit(fd, keys[2], replacement, sizeof(replacement)); /* gets 2, hits 2 */
+    expect_miss(fd, unknown);                                      /* gets 3, misses 1 */
+    v1t_send_op(fd, PROTO_V1_REMOVE, 0, keys[1], NULL, 0);         /* removes 1 */
+    v1t_send_op(fd, PROTO_V1_REMOVE, 0, unknown, NULL, 0);         /* absent: not counted */
+    expect_miss(fd, keys[1]);                                      /* gets 4, misses 2 */
 
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "gets"), 4);
-    ck_assert_int_eq(field(line, "hits"), 2);
-    ck_assert_int_eq(field(line, "misses"), 2);
-    ck_assert_int_eq(field(line, "puts"), 4);
-    ck_assert_int_eq(field(line, "removes"), 1);
-    ck_assert_int_eq(field(line, "expired"), 0);
-    ck_assert_int_eq(field(line, "evicted"), 0);
-    ck_assert_int_eq(field(line, "rejected"), 0);
-    ck_assert_int_eq(field(line, "entries"), 2);
-    ck_assert_int_eq(field(line, "bytes"),
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "gets"), 4);
+    ck_assert_int_eq(tc_field(line, "hits"), 2);
+    ck_assert_int_eq(tc_field(line, "misses"), 2);
+    ck_assert_int_eq(tc_field(line, "puts"), 4);
+    ck_assert_int_eq(tc_field(line, "removes"), 1);
+    ck_assert_int_eq(tc_field(line, "expired"), 0);
+    ck_assert_int_eq(tc_field(line, "evicted"), 0);
+    ck_assert_int_eq(tc_field(line, "rejected"), 0);
+    ck_assert_int_eq(tc_field(line, "entries"), 2);
+    ck_assert_int_eq(tc_field(line, "bytes"),
                      (long long)(cache_entry_cost(V1_CACHE_KEY_LEN, sizeof(value)) +
                                  cache_entry_cost(V1_CACHE_KEY_LEN, sizeof(replacement))));
-    ck_assert_int_eq(field(line, "malformed"), 0);
-    ck_assert_int_eq(field(line, "oversized"), 0);
-    ck_assert_int_eq(field(line, "datagrams"), 10);
-    ck_assert_int_eq(field(line, "answers"), 4);
-    ck_assert_int_eq(field(line, "unsent"), 0);
+    ck_assert_int_eq(tc_field(line, "malformed"), 0);
+    ck_assert_int_eq(tc_field(line, "oversized"), 0);
+    ck_assert_int_eq(tc_field(line, "datagrams"), 10);
+    ck_assert_int_eq(tc_field(line, "answers"), 4);
+    ck_assert_int_eq(tc_field(line, "unsent"), 0);
     /* The fields added with v2: every datagram here was v1 and accepted. */
-    ck_assert_int_eq(field(line, "v1"), 10);
-    ck_assert_int_eq(field(line, "v2"), 0);
-    ck_assert_int_eq(field(line, "sealed"), 0);
-    ck_assert_int_eq(field(line, "denied"), 0);
-    ck_assert_int_eq(field(line, "auth_failed"), 0);
-    ck_assert_int_eq(field(line, "stale"), 0);
-    ck_assert_int_eq(field(line, "unknown_key"), 0);
+    ck_assert_int_eq(tc_field(line, "v1"), 10);
+    ck_assert_int_eq(tc_field(line, "v2"), 0);
+    ck_assert_int_eq(tc_field(line, "sealed"), 0);
+    ck_assert_int_eq(tc_field(line, "denied"), 0);
+    ck_assert_int_eq(tc_field(line, "auth_failed"), 0);
+    ck_assert_int_eq(tc_field(line, "stale"), 0);
+    ck_assert_int_eq(tc_field(line, "unknown_key"), 0);
     /* The line keeps its documented shape: these twelve first, in order. */
     ck_assert_msg(strstr(line, "stats: gets=4 hits=2 misses=2 puts=4 removes=1 expired=0 "
                                "evicted=0 rejected=0 entries=2 bytes=") != NULL,
                   "stats line shape changed: %s", line);
     ck_assert_ptr_nonnull(strstr(line, " malformed=0 oversized=0"));
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -694,19 +576,19 @@ START_TEST(test_byte_budget)
     th_daemon d;
     int fd;
 
-    start(&d, args);
-    fd = connect_v4(&d);
+    tc_start(&d, args);
+    fd = tc_connect_v4(&d);
     for (unsigned i = 0; i < STORED; i++) {
-        make_key(key, 9, i);
-        make_value(value, sizeof(value), i);
-        send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+        v1t_make_key(key, 9, i);
+        tc_fill_value(value, sizeof(value), i);
+        v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
     }
     sync_get(fd);
-    get_stats(&d, line);
-    entries = field(line, "entries");
-    evicted = field(line, "evicted");
-    bytes = field(line, "bytes");
-    ck_assert_int_eq(field(line, "puts"), STORED);
+    tc_get_stats(&d, line, STATS_LINE);
+    entries = tc_field(line, "entries");
+    evicted = tc_field(line, "evicted");
+    bytes = tc_field(line, "bytes");
+    ck_assert_int_eq(tc_field(line, "puts"), STORED);
     ck_assert_int_gt(evicted, 0);
     ck_assert_int_gt(entries, 0);
     ck_assert_int_eq(entries + evicted, STORED);
@@ -714,13 +596,13 @@ START_TEST(test_byte_budget)
     ck_assert_int_eq(bytes, entries * (long long)cache_entry_cost(V1_CACHE_KEY_LEN, SIZE));
 
     /* Least recently used went first: the newest is there, the oldest not. */
-    make_key(key, 9, STORED - 1);
-    make_value(value, sizeof(value), STORED - 1);
-    expect_hit(fd, key, value, sizeof(value));
-    make_key(key, 9, 0);
+    v1t_make_key(key, 9, STORED - 1);
+    tc_fill_value(value, sizeof(value), STORED - 1);
+    v1t_expect_hit(fd, key, value, sizeof(value));
+    v1t_make_key(key, 9, 0);
     expect_miss(fd, key);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -737,31 +619,31 @@ START_TEST(test_two_clients_interleaved)
     th_daemon d;
     int a, b;
 
-    start(&d, NULL);
-    a = connect_v4(&d);
-    b = connect_v4(&d);
+    tc_start(&d, NULL);
+    a = tc_connect_v4(&d);
+    b = tc_connect_v4(&d);
     for (unsigned i = 0; i < ROUNDS; i++) {
         /* What one client stores, the other reads and removes. */
-        make_key(key_a, 13, i);
-        make_value(value, sizeof(value), i);
-        send_op(a, PROTO_V1_NEW, 0, key_a, value, sizeof(value));
-        expect_hit(b, key_a, value, sizeof(value));
-        send_op(b, PROTO_V1_REMOVE, 0, key_a, NULL, 0);
+        v1t_make_key(key_a, 13, i);
+        tc_fill_value(value, sizeof(value), i);
+        v1t_send_op(a, PROTO_V1_NEW, 0, key_a, value, sizeof(value));
+        v1t_expect_hit(b, key_a, value, sizeof(value));
+        v1t_send_op(b, PROTO_V1_REMOVE, 0, key_a, NULL, 0);
         expect_miss(a, key_a);
     }
     /* Both ask at once; each gets its own answer. */
-    make_key(key_a, 14, 1);
-    make_key(key_b, 14, 2);
-    make_value(value, sizeof(value), 14);
-    send_op(a, PROTO_V1_NEW, 0, key_a, value, sizeof(value));
+    v1t_make_key(key_a, 14, 1);
+    v1t_make_key(key_b, 14, 2);
+    tc_fill_value(value, sizeof(value), 14);
+    v1t_send_op(a, PROTO_V1_NEW, 0, key_a, value, sizeof(value));
     ck_assert_int_eq(proto_v1_encode(get_a, sizeof(get_a), PROTO_V1_GET, 0, key_a, PROTO_V1_KEY_LEN,
                                      NULL, 0, &len),
                      PROTO_OK);
     ck_assert_int_eq(proto_v1_encode(get_b, sizeof(get_b), PROTO_V1_GET, 0, key_b, PROTO_V1_KEY_LEN,
                                      NULL, 0, &len),
                      PROTO_OK);
-    send_all(a, get_a, sizeof(get_a));
-    send_all(b, get_b, sizeof(get_b));
+    tc_send_all(a, get_a, sizeof(get_a));
+    tc_send_all(b, get_b, sizeof(get_b));
     ck_assert_int_eq(recv_answer(b, ans_b, sizeof(ans_b)), PROTO_V1_HEADER_LEN);
     ck_assert_int_eq(ans_b[1], PROTO_V1_NOT_FOUND);
     ck_assert_mem_eq(ans_b + 4, key_b, PROTO_V1_KEY_LEN);
@@ -771,10 +653,10 @@ START_TEST(test_two_clients_interleaved)
     ck_assert_mem_eq(ans_a + 4, key_a, PROTO_V1_KEY_LEN);
     ck_assert_mem_eq(ans_a + PROTO_V1_HEADER_LEN, value, sizeof(value));
 
-    ck_assert_int_eq(stat_of(&d, "hits"), ROUNDS + 1);
+    ck_assert_int_eq(tc_stat_of(&d, "hits"), ROUNDS + 1);
     close(a);
     close(b);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -792,12 +674,12 @@ START_TEST(test_pipelined_burst)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
     for (unsigned i = 0; i < STORED; i++) {
-        make_key(key, 15, i);
-        make_value(value, sizeof(value), i);
-        send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+        v1t_make_key(key, 15, i);
+        tc_fill_value(value, sizeof(value), i);
+        v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
     }
     sync_get(fd);
     while (received < TOTAL) {
@@ -805,35 +687,35 @@ START_TEST(test_pipelined_burst)
         unsigned want;
 
         while (sent < TOTAL && sent - received < WINDOW) {
-            make_key(key, 15, sent % KEYSPACE);
+            v1t_make_key(key, 15, sent % KEYSPACE);
             ck_assert_int_eq(proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key,
                                              PROTO_V1_KEY_LEN, NULL, 0, &len),
                              PROTO_OK);
-            send_all(fd, get, len);
+            tc_send_all(fd, get, len);
             sent++;
         }
-        n = recv_answer(fd, answer, sizeof(answer));
+        n = recv_answer(fd, v1t_answer, sizeof(v1t_answer));
         ck_assert_msg(n >= PROTO_V1_HEADER_LEN, "answer %u of %u lost", received, TOTAL);
         want = received % KEYSPACE;
-        make_key(key, 15, want);
-        ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
+        v1t_make_key(key, 15, want);
+        ck_assert_mem_eq(v1t_answer + 4, key, PROTO_V1_KEY_LEN);
         if (want < STORED) {
-            make_value(value, sizeof(value), want);
+            tc_fill_value(value, sizeof(value), want);
             ck_assert_int_eq(n, PROTO_V1_HEADER_LEN + (ssize_t)sizeof(value));
-            ck_assert_int_eq(answer[1], PROTO_V1_FOUND);
-            ck_assert_mem_eq(answer + PROTO_V1_HEADER_LEN, value, sizeof(value));
+            ck_assert_int_eq(v1t_answer[1], PROTO_V1_FOUND);
+            ck_assert_mem_eq(v1t_answer + PROTO_V1_HEADER_LEN, value, sizeof(value));
         } else {
             ck_assert_int_eq(n, PROTO_V1_HEADER_LEN);
-            ck_assert_int_eq(answer[1], PROTO_V1_NOT_FOUND);
+            ck_assert_int_eq(v1t_answer[1], PROTO_V1_NOT_FOUND);
         }
         received++;
     }
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "answers"), TOTAL + 1);
-    ck_assert_int_eq(field(line, "hits"), TOTAL / 2);
-    ck_assert_int_eq(field(line, "unsent"), 0);
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "answers"), TOTAL + 1);
+    ck_assert_int_eq(tc_field(line, "hits"), TOTAL / 2);
+    ck_assert_int_eq(tc_field(line, "unsent"), 0);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -849,25 +731,25 @@ START_TEST(test_debug_log_has_no_secrets)
     th_daemon d;
     int fd;
 
-    start(&d, args);
-    fd = connect_v4(&d);
-    send_op(fd, PROTO_V1_NEW, 0, key, (const uint8_t *)secret_value, sizeof(secret_value));
-    expect_hit(fd, key, (const uint8_t *)secret_value, sizeof(secret_value));
-    send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
+    tc_start(&d, args);
+    fd = tc_connect_v4(&d);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, (const uint8_t *)secret_value, sizeof(secret_value));
+    v1t_expect_hit(fd, key, (const uint8_t *)secret_value, sizeof(secret_value));
+    v1t_send_op(fd, PROTO_V1_REMOVE, 0, key, NULL, 0);
     expect_miss(fd, key);
     /* A malformed datagram full of secrets, too. */
     memcpy(request, "\x07\x00\x00\x00", 4);
     memcpy(request + 4, secret_id, PROTO_V1_KEY_LEN);
     memcpy(request + PROTO_V1_HEADER_LEN, secret_value, sizeof(secret_value));
-    send_all(fd, request, PROTO_V1_HEADER_LEN + sizeof(secret_value));
+    tc_send_all(fd, request, PROTO_V1_HEADER_LEN + sizeof(secret_value));
     sync_get(fd);
-    ck_assert_int_eq(stat_of(&d, "malformed"), 1);
+    ck_assert_int_eq(tc_stat_of(&d, "malformed"), 1);
 
     ck_assert_msg(log_contains(&d, "value_len="), "-d did not log the operations");
     for (size_t i = 0; i < sizeof(leaks) / sizeof(leaks[0]); i++)
         ck_assert_msg(!log_contains(&d, leaks[i]), "the log contains %s", leaks[i]);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -880,16 +762,16 @@ START_TEST(test_loopback_sources_allowed)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
+    tc_start(&d, NULL);
     fd = th_udp_connect_from("127.0.0.2", d.port);
     ck_assert_int_ge(fd, 0);
-    make_key(key, 17, 1);
-    make_value(value, sizeof(value), 17);
-    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
-    expect_hit(fd, key, value, sizeof(value));
-    ck_assert_int_eq(stat_of(&d, "denied"), 0);
+    v1t_make_key(key, 17, 1);
+    tc_fill_value(value, sizeof(value), 17);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    v1t_expect_hit(fd, key, value, sizeof(value));
+    ck_assert_int_eq(tc_stat_of(&d, "denied"), 0);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -905,23 +787,23 @@ START_TEST(test_ipv6_roundtrip)
         fprintf(stderr, "test_ipv6_roundtrip: skipped: no IPv6 loopback here\n");
         return;
     }
-    start(&d, args);
+    tc_start(&d, args);
     fd = udp6_connect(d.port);
-    make_key(key, 16, 1);
-    make_value(value, sizeof(value), 16);
-    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
-    expect_hit(fd, key, value, sizeof(value));
+    v1t_make_key(key, 16, 1);
+    tc_fill_value(value, sizeof(value), 16);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    v1t_expect_hit(fd, key, value, sizeof(value));
     close(fd);
     /* IPV6_V6ONLY: the IPv4 loopback does not reach it. */
-    fd = connect_v4(&d);
-    make_key(key, 16, 2);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(key, 16, 2);
     ck_assert_int_eq(proto_v1_encode(request, sizeof(request), PROTO_V1_GET, 0, key,
                                      PROTO_V1_KEY_LEN, NULL, 0, NULL),
                      PROTO_OK);
     ck_assert_int_le(
-        th_udp_roundtrip(fd, request, PROTO_V1_HEADER_LEN, answer, sizeof(answer), 200), 0);
+        th_udp_roundtrip(fd, request, PROTO_V1_HEADER_LEN, v1t_answer, sizeof(v1t_answer), 200), 0);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 

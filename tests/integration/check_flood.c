@@ -50,9 +50,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checks.h"
 #include "harness.h"
 #include "proto.h"
 #include "proto_v2.h"
+#include "v2ops.h"
 
 #define FLOOD        20000
 #define STORED       100 /* keys stored before the flood; GETs ask for 2 * STORED */
@@ -114,22 +116,6 @@ static void rng_fill(uint8_t *p, size_t len)
         p[i] = (uint8_t)rng();
 }
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void make_key(uint8_t key[KEY_LEN], unsigned ns, unsigned n)
 {
     memset(key, 0, KEY_LEN);
@@ -146,42 +132,12 @@ static void make_value(uint8_t *value, size_t len, unsigned seed)
         value[i] = (uint8_t)(seed * 7u + i * 13u);
 }
 
-static size_t seal(proto_v2_sealer *s, uint8_t *out, uint8_t op, uint8_t flags, uint32_t id,
-                   const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len,
-                   uint64_t ts)
-{
-    proto_v2_msg m;
-    size_t len = 0;
-
-    memset(&m, 0, sizeof(m));
-    m.op = op;
-    m.flags = flags;
-    m.request_id = id;
-    m.key = key;
-    m.key_len = key_len;
-    m.value = value;
-    m.value_len = value_len;
-    m.timestamp_ms = ts;
-    ck_assert_int_eq(proto_v2_seal(s, out, BUF, &m, &len), PROTO_OK);
-    return len;
-}
-
-static void send_all(int fd, const void *buf, size_t len)
-{
-    ssize_t n;
-
-    do {
-        n = send(fd, buf, len, 0);
-    } while (n < 0 && errno == EINTR);
-    ck_assert_msg(n == (ssize_t)len, "send of %zu bytes: %zd (%s)", len, n, strerror(errno));
-}
-
 /* A random body under a chosen key ID: framing right, tag wrong. */
 static size_t forge(uint8_t *out, const uint8_t key_id[PROTO_V2_KEY_ID_LEN])
 {
     size_t value_len = rng_range(0, 400);
     size_t len = PROTO_V2_OVERHEAD_MAX + KEY_LEN + value_len;
-    uint64_t ts = wall_ms();
+    uint64_t ts = tc_wall_ms();
 
     rng_fill(out, len);
     out[0] = PROTO_V2_VERSION;
@@ -229,8 +185,8 @@ static int drain_until(flood_state *st, uint32_t sync_id)
 
         if (n <= 0)
             return -1;
-        rc =
-            proto_v2_open(st->sealer, ans, (size_t)n, 1, wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS, &a);
+        rc = proto_v2_open(st->sealer, ans, (size_t)n, 1, tc_wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS,
+                           &a);
         ck_assert_msg(rc == PROTO_OK, "an answer does not open: %s", proto_v2_status_name(rc));
         if (a.op == (PROTO_V2_PING | PROTO_V2_ANSWER) && a.request_id == sync_id)
             return 0;
@@ -254,9 +210,10 @@ static int drain_until(flood_state *st, uint32_t sync_id)
 static void sync_ping(flood_state *st)
 {
     uint32_t id = ++st->sync_ids_sent;
-    size_t len = seal(st->sealer, dgram, PROTO_V2_PING, 0, id, NULL, 0, NULL, 0, wall_ms());
+    size_t len =
+        v2t_build(st->sealer, dgram, BUF, PROTO_V2_PING, 0, id, 0, NULL, 0, NULL, 0, tc_wall_ms());
 
-    send_all(st->fd, dgram, len);
+    tc_send_all(st->fd, dgram, len);
     st->total_sent++;
     if (drain_until(st, id) == 0)
         st->sync_ids_answered++;
@@ -282,8 +239,9 @@ static void send_one(flood_state *st, unsigned i)
         unsigned n = (unsigned)rng_range(0, 2 * STORED - 1);
 
         make_key(key, 1, n);
-        len = seal(st->sealer, dgram, PROTO_V2_GET, 0,
-                   GET_ID_BIT | (uint32_t)n << 16 | (i & 0xffff), key, KEY_LEN, NULL, 0, wall_ms());
+        len = v2t_build(st->sealer, dgram, BUF, PROTO_V2_GET, 0,
+                        GET_ID_BIT | (uint32_t)n << 16 | (i & 0xffff), 0, key, KEY_LEN, NULL, 0,
+                        tc_wall_ms());
         break;
     }
     case K_PUT: {
@@ -291,8 +249,8 @@ static void send_one(flood_state *st, unsigned i)
 
         make_key(key, 2, i);
         rng_fill(value, value_len);
-        len = seal(st->sealer, dgram, PROTO_V2_PUT, PROTO_V2_F_NO_REPLY, i, key, KEY_LEN, value,
-                   value_len, wall_ms());
+        len = v2t_build(st->sealer, dgram, BUF, PROTO_V2_PUT, PROTO_V2_F_NO_REPLY, i, 0, key,
+                        KEY_LEN, value, value_len, tc_wall_ms());
         break;
     }
     case K_JUNK:
@@ -317,7 +275,8 @@ static void send_one(flood_state *st, unsigned i)
 
         make_key(key, 3, i);
         make_value(value, 300, i);
-        full = seal(st->sealer, dgram, PROTO_V2_PUT, 0, i, key, KEY_LEN, value, 300, wall_ms());
+        full = v2t_build(st->sealer, dgram, BUF, PROTO_V2_PUT, 0, i, 0, key, KEY_LEN, value, 300,
+                         tc_wall_ms());
         len = k == K_TRUNC_LONG ? rng_range(PROTO_V2_HEADER_LEN, full - 1)
                                 : rng_range(3, PROTO_V2_HEADER_LEN - 1);
         break;
@@ -326,7 +285,8 @@ static void send_one(flood_state *st, unsigned i)
         size_t at;
 
         make_key(key, 4, i);
-        len = seal(st->sealer, dgram, PROTO_V2_GET, 0, i, key, KEY_LEN, NULL, 0, wall_ms());
+        len = v2t_build(st->sealer, dgram, BUF, PROTO_V2_GET, 0, i, 0, key, KEY_LEN, NULL, 0,
+                        tc_wall_ms());
         at = rng_range(PROTO_V2_HEADER_LEN + PROTO_V2_SEAL_LEN, len - 1);
         dgram[at] ^= (uint8_t)(1 + rng() % 255);
         break;
@@ -339,14 +299,14 @@ static void send_one(flood_state *st, unsigned i)
         break;
     case K_STALE:
         make_key(key, 1, 0);
-        len =
-            seal(st->sealer, dgram, PROTO_V2_GET, 0, i, key, KEY_LEN, NULL, 0, wall_ms() - 120000);
+        len = v2t_build(st->sealer, dgram, BUF, PROTO_V2_GET, 0, i, 0, key, KEY_LEN, NULL, 0,
+                        tc_wall_ms() - 120000);
         break;
     default:
         ck_abort_msg("no kind %d", (int)k);
     }
     ck_assert_uint_le(len, MAX_DGRAM);
-    send_all(st->fd, dgram, len);
+    tc_send_all(st->fd, dgram, len);
     st->sent[k]++;
     st->total_sent++;
 }
@@ -375,18 +335,10 @@ static unsigned chunk_size(void)
     return chunk;
 }
 
-static long long field(const char *line, const char *name)
-{
-    long long v = th_stat(line, name);
-
-    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
-    return v;
-}
-
 START_TEST(test_flood)
 {
     static uint8_t value[VALUE_LEN];
-    char dir[256], key_path[300], hex[80], max_memory[32];
+    char dir[256], key_path[300], max_memory[32];
     uint8_t key_bytes[PROTO_V2_CLUSTER_KEY_LEN];
     uint8_t foreign_bytes[PROTO_V2_CLUSTER_KEY_LEN];
     char line[STATS_LINE];
@@ -401,10 +353,8 @@ START_TEST(test_flood)
     ck_assert_int_eq(th_tmpdir(dir, sizeof(dir)), 0);
     ck_assert_int_eq(RAND_bytes(key_bytes, sizeof(key_bytes)), 1);
     ck_assert_int_eq(RAND_bytes(foreign_bytes, sizeof(foreign_bytes)), 1);
-    for (size_t i = 0; i < sizeof(key_bytes); i++)
-        snprintf(hex + 2 * i, 3, "%02x", key_bytes[i]);
     snprintf(key_path, sizeof(key_path), "%s/cluster.key", dir);
-    ck_assert_int_eq(th_write_file(key_path, hex, 64, 0600), 0);
+    v2t_write_key_file(key_path, key_bytes, 0600);
     st.sealer = proto_v2_sealer_new(key_bytes, NULL);
     ck_assert_ptr_nonnull(st.sealer);
     ck_assert_int_eq(proto_v2_key_id(key_bytes, st.our_id), 0);
@@ -427,9 +377,9 @@ START_TEST(test_flood)
 
         make_key(key, 1, n);
         make_value(value, sizeof(value), n);
-        len = seal(st.sealer, dgram, PROTO_V2_PUT, PROTO_V2_F_NO_REPLY, n, key, KEY_LEN, value,
-                   sizeof(value), wall_ms());
-        send_all(st.fd, dgram, len);
+        len = v2t_build(st.sealer, dgram, BUF, PROTO_V2_PUT, PROTO_V2_F_NO_REPLY, n, 0, key,
+                        KEY_LEN, value, sizeof(value), tc_wall_ms());
+        tc_send_all(st.fd, dgram, len);
         st.total_sent++;
     }
     sync_ping(&st);
@@ -437,22 +387,23 @@ START_TEST(test_flood)
     rss_before = th_proc_status(d.pid, "VmRSS");
     ck_assert_int_gt(rss_before, 0);
 
-    began = mono_ms();
+    began = th_now_ms();
     for (unsigned i = 0; i < FLOOD; i++) {
         send_one(&st, i);
         if ((i + 1) % chunk == 0 || i + 1 == FLOOD)
             sync_ping(&st);
     }
-    took = mono_ms() - began;
+    took = th_now_ms() - began;
     rss_after = th_proc_status(d.pid, "VmRSS");
     ck_assert_int_eq(th_daemon_stats(&d, line, sizeof(line)), 0);
 
     for (int k = K_JUNK; k < K_COUNT; k++)
         bad += st.sent[k];
     gets_sent = st.sent[K_GET];
-    drops = st.total_sent - field(line, "datagrams");
-    refusals = field(line, "malformed") + field(line, "denied") + field(line, "auth_failed") +
-               field(line, "stale") + field(line, "unknown_key");
+    drops = st.total_sent - tc_field(line, "datagrams");
+    refusals = tc_field(line, "malformed") + tc_field(line, "denied") +
+               tc_field(line, "auth_failed") + tc_field(line, "stale") +
+               tc_field(line, "unknown_key");
     fprintf(stderr,
             "flood: %d datagrams (%lld bad) in %lld ms, chunks of %u; kernel drops %lld; "
             "GETs %lld answered %lld (hits %lld); RSS %lld -> %lld kB\n",
@@ -469,17 +420,18 @@ START_TEST(test_flood)
     if (drops == 0) {
         ck_assert_int_eq(st.get_answers, gets_sent);
         ck_assert_int_eq(refusals, bad);
-        ck_assert_int_eq(field(line, "malformed_version"), st.sent[K_JUNK]);
-        ck_assert_int_eq(field(line, "malformed_short"), st.sent[K_EMPTY] + st.sent[K_TRUNC_SHORT]);
-        ck_assert_int_eq(field(line, "malformed_length"), st.sent[K_TRUNC_LONG]);
-        ck_assert_int_eq(field(line, "malformed"), st.sent[K_JUNK] + st.sent[K_EMPTY] +
-                                                       st.sent[K_TRUNC_SHORT] +
-                                                       st.sent[K_TRUNC_LONG]);
-        ck_assert_int_eq(field(line, "denied"), st.sent[K_PLAINTEXT]);
-        ck_assert_int_eq(field(line, "auth_failed"), st.sent[K_BAD_TAG] + st.sent[K_FORGED]);
-        ck_assert_int_eq(field(line, "unknown_key"), st.sent[K_FOREIGN]);
-        ck_assert_int_eq(field(line, "stale"), st.sent[K_STALE]);
-        ck_assert_int_eq(field(line, "puts"), STORED + st.sent[K_PUT]);
+        ck_assert_int_eq(tc_field(line, "malformed_version"), st.sent[K_JUNK]);
+        ck_assert_int_eq(tc_field(line, "malformed_short"),
+                         st.sent[K_EMPTY] + st.sent[K_TRUNC_SHORT]);
+        ck_assert_int_eq(tc_field(line, "malformed_length"), st.sent[K_TRUNC_LONG]);
+        ck_assert_int_eq(tc_field(line, "malformed"), st.sent[K_JUNK] + st.sent[K_EMPTY] +
+                                                          st.sent[K_TRUNC_SHORT] +
+                                                          st.sent[K_TRUNC_LONG]);
+        ck_assert_int_eq(tc_field(line, "denied"), st.sent[K_PLAINTEXT]);
+        ck_assert_int_eq(tc_field(line, "auth_failed"), st.sent[K_BAD_TAG] + st.sent[K_FORGED]);
+        ck_assert_int_eq(tc_field(line, "unknown_key"), st.sent[K_FOREIGN]);
+        ck_assert_int_eq(tc_field(line, "stale"), st.sent[K_STALE]);
+        ck_assert_int_eq(tc_field(line, "puts"), STORED + st.sent[K_PUT]);
     } else {
         fprintf(stderr, "flood: the kernel dropped %lld datagrams; asserting bounds only\n", drops);
         ck_assert_int_ge(st.get_answers, gets_sent - drops);
@@ -487,11 +439,12 @@ START_TEST(test_flood)
         ck_assert_int_le(refusals, bad);
     }
     /* Everything the daemon received is accounted for, one way or another. */
-    ck_assert_int_eq(field(line, "v1") + field(line, "v2") + refusals, field(line, "datagrams"));
-    ck_assert_int_eq(field(line, "unsent"), 0);
+    ck_assert_int_eq(tc_field(line, "v1") + tc_field(line, "v2") + refusals,
+                     tc_field(line, "datagrams"));
+    ck_assert_int_eq(tc_field(line, "unsent"), 0);
     /* Memory: the budget held and eviction did the work. */
-    ck_assert_int_le(field(line, "bytes"), MAX_MEMORY);
-    ck_assert_int_gt(field(line, "evicted"), 0);
+    ck_assert_int_le(tc_field(line, "bytes"), MAX_MEMORY);
+    ck_assert_int_gt(tc_field(line, "evicted"), 0);
     ck_assert_msg(rss_after - rss_before <= RSS_GROWTH_KB, "VmRSS grew by %lld kB (limit %d)",
                   rss_after - rss_before, RSS_GROWTH_KB);
 

@@ -36,124 +36,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checks.h"
 #include "harness.h"
 #include "proto.h"
+#include "v1ops.h"
 
 #define ANSWER_TIMEOUT_MS 3000
 #define STATS_LINE        2048
 
-static uint8_t answer[PROTO_MAX_DATAGRAM + 64];
-static uint8_t request[PROTO_MAX_DATAGRAM + 64];
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void start(th_daemon *d, const char *const *extra)
-{
-    ck_assert_msg(th_daemon_start(d, extra) == 0, "sessiond did not start (is SESSIOND set?)");
-}
-
-static void stop_ok(th_daemon *d)
-{
-    ck_assert_int_eq(th_daemon_stop(d), 0);
-}
-
-/* A distinct 32-byte key per (tag, n), all bytes non-zero. */
-static void make_key(uint8_t key[PROTO_V1_KEY_LEN], unsigned tag, unsigned n)
-{
-    for (unsigned i = 0; i < PROTO_V1_KEY_LEN; i++)
-        key[i] = (uint8_t)(1 + ((tag * 131u + n * 7u + i * 13u + (n >> 8) * 29u) % 251u));
-    key[0] = (uint8_t)tag;
-    key[1] = (uint8_t)(n & 0xff);
-    key[2] = (uint8_t)(n >> 8);
-}
-
-static void make_value(uint8_t *value, size_t len, unsigned seed)
-{
-    uint32_t x = 2463534242u ^ seed;
-
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        value[i] = (uint8_t)x;
-    }
-}
-
-static void send_all(int fd, const void *buf, size_t len)
-{
-    ssize_t n = send(fd, buf, len, 0);
-
-    ck_assert_msg(n == (ssize_t)len, "send of %zu bytes: %zd (%s)", len, n, strerror(errno));
-}
-
-static void send_op(int fd, uint8_t type, uint16_t timeout, const uint8_t key[PROTO_V1_KEY_LEN],
-                    const uint8_t *value, size_t value_len)
-{
-    size_t len = 0;
-
-    ck_assert_int_eq(proto_v1_encode(request, sizeof(request), type, timeout, key, PROTO_V1_KEY_LEN,
-                                     value, value_len, &len),
-                     PROTO_OK);
-    send_all(fd, request, len);
-}
-
-/* GETs key and checks the answer's frame: version, the key echoed, and
- * the type. Returns the answer's length. */
-static size_t get_expect(int fd, const uint8_t key[PROTO_V1_KEY_LEN], uint8_t type)
-{
-    uint8_t get[PROTO_V1_HEADER_LEN];
-    size_t len = 0;
-    ssize_t n;
-
-    ck_assert_int_eq(
-        proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL, 0, &len),
-        PROTO_OK);
-    n = th_udp_roundtrip(fd, get, len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
-    ck_assert_msg(n >= PROTO_V1_HEADER_LEN, "GET: no answer (%zd)", n);
-    ck_assert_int_eq(answer[0], PROTO_V1_VERSION);
-    ck_assert_msg(answer[1] == type, "GET answered type 0x%02x, expected 0x%02x", answer[1], type);
-    ck_assert_mem_eq(answer + 4, key, PROTO_V1_KEY_LEN);
-    if (type == PROTO_V1_NOT_FOUND)
-        ck_assert_int_eq(n, PROTO_V1_HEADER_LEN);
-    return (size_t)n;
-}
-
-static void expect_hit(int fd, const uint8_t key[PROTO_V1_KEY_LEN], const uint8_t *value,
-                       size_t value_len)
-{
-    size_t n = get_expect(fd, key, PROTO_V1_FOUND);
-
-    ck_assert_uint_eq(n, PROTO_V1_HEADER_LEN + value_len);
-    ck_assert_msg(memcmp(answer + PROTO_V1_HEADER_LEN, value, value_len) == 0,
-                  "value of %zu bytes came back different", value_len);
-}
-
-static long long stat_of(th_daemon *d, const char *name)
-{
-    char line[STATS_LINE];
-    long long v;
-
-    ck_assert_int_eq(th_daemon_stats(d, line, sizeof(line)), 0);
-    v = th_stat(line, name);
-    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
-    return v;
-}
-
-static long long field(const char *line, const char *name)
-{
-    long long v = th_stat(line, name);
-
-    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
-    return v;
-}
 
 static size_t log_length(th_daemon *d)
 {
@@ -168,11 +59,11 @@ static size_t log_length(th_daemon *d)
 /* Waits (bounded) for the daemon's output to end, i.e. for it to exit. */
 static int wait_output_closed(th_daemon *d, int timeout_ms)
 {
-    int64_t end = now_ms() + timeout_ms;
+    int64_t end = th_now_ms() + timeout_ms;
     int closed;
 
     pthread_mutex_lock(&d->lock);
-    while (!d->log_closed && now_ms() < end) {
+    while (!d->log_closed && th_now_ms() < end) {
         struct timespec deadline;
 
         clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -186,34 +77,6 @@ static int wait_output_closed(th_daemon *d, int timeout_ms)
     closed = d->log_closed;
     pthread_mutex_unlock(&d->lock);
     return closed ? 0 : -1;
-}
-
-static int connect_v4(th_daemon *d)
-{
-    int fd = th_udp_connect(d->port);
-
-    ck_assert_int_ge(fd, 0);
-    return fd;
-}
-
-/* A UDP port free a moment ago, for the one test whose daemon cannot tell
- * us the port it picked (it logs to syslog). */
-static int free_udp_port(void)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    int port = -1;
-
-    ck_assert_int_ge(fd, 0);
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
-        port = ntohs(sin.sin_port);
-    close(fd);
-    return port;
 }
 
 /* Reads a pid from a pidfile: > 0, or -1 if absent or not (yet) a number
@@ -241,13 +104,13 @@ static pid_t read_pidfile(const char *path)
  * daemon started, so no event is missed), until `path` holds a pid. */
 static pid_t wait_pidfile(int ifd, const char *path, int timeout_ms)
 {
-    int64_t end = now_ms() + timeout_ms;
+    int64_t end = th_now_ms() + timeout_ms;
     pid_t pid;
 
     while ((pid = read_pidfile(path)) <= 0) {
         struct pollfd pfd = {.fd = ifd, .events = POLLIN};
         char events[4096];
-        int64_t left = end - now_ms();
+        int64_t left = end - th_now_ms();
 
         if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
             return -1;
@@ -439,14 +302,14 @@ START_TEST(test_port_in_use)
     const char *argv[] = {sessiond_path(), "-f", "-l", "127.0.0.1", "-p", port, NULL};
     int rc;
 
-    start(&d, NULL);
+    tc_start(&d, NULL);
     snprintf(port, sizeof(port), "%d", d.port);
     rc = th_run(argv, out, sizeof(out));
     ck_assert_msg(rc > 0 && rc < 128, "second daemon on a busy port: status %d: %s", rc, out);
     ck_assert_msg(strchr(out, '\n') != NULL && strchr(out, '\n')[1] == '\0',
                   "expected one line: %s", out);
     ck_assert_msg(strstr(out, port) != NULL, "message does not name the port: %s", out);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -503,23 +366,23 @@ START_TEST(test_sigterm_and_sigint)
     uint8_t value[64];
     char line[STATS_LINE];
 
-    make_key(key, 10, 1);
-    make_value(value, sizeof(value), 10);
+    v1t_make_key(key, 10, 1);
+    tc_fill_value(value, sizeof(value), 10);
     for (size_t i = 0; i < 2; i++) {
         th_daemon d;
         int fd;
 
-        start(&d, NULL);
-        fd = connect_v4(&d);
-        send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
-        expect_hit(fd, key, value, sizeof(value));
+        tc_start(&d, NULL);
+        fd = tc_connect_v4(&d);
+        v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+        v1t_expect_hit(fd, key, value, sizeof(value));
         stop_by_signal(&d, signals[i], line, sizeof(line));
-        ck_assert_int_eq(field(line, "puts"), 1);
-        ck_assert_int_eq(field(line, "hits"), 1);
+        ck_assert_int_eq(tc_field(line, "puts"), 1);
+        ck_assert_int_eq(tc_field(line, "hits"), 1);
         /* Once the output has ended, th_daemon_stop sends no second signal
          * that could hit the daemon mid-exit: the status is the daemon's. */
         ck_assert_int_eq(wait_output_closed(&d, 10000), 0);
-        stop_ok(&d);
+        tc_stop_ok(&d);
         close(fd);
     }
 }
@@ -532,21 +395,21 @@ START_TEST(test_sighup_and_sigusr1_keep_running)
     th_daemon d;
     int fd;
 
-    start(&d, NULL);
+    tc_start(&d, NULL);
     /* Signals right after "listening on" must not kill it: they are held
      * until the loop runs. */
     ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
-    ck_assert_int_eq(stat_of(&d, "gets"), 0);
-    fd = connect_v4(&d);
-    make_key(key, 11, 1);
-    make_value(value, sizeof(value), 11);
-    send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
+    ck_assert_int_eq(tc_stat_of(&d, "gets"), 0);
+    fd = tc_connect_v4(&d);
+    v1t_make_key(key, 11, 1);
+    tc_fill_value(value, sizeof(value), 11);
+    v1t_send_op(fd, PROTO_V1_NEW, 0, key, value, sizeof(value));
     ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
-    expect_hit(fd, key, value, sizeof(value));
-    ck_assert_int_eq(stat_of(&d, "hits"), 1);
-    ck_assert_int_eq(stat_of(&d, "hits"), 1);
+    v1t_expect_hit(fd, key, value, sizeof(value));
+    ck_assert_int_eq(tc_stat_of(&d, "hits"), 1);
+    ck_assert_int_eq(tc_stat_of(&d, "hits"), 1);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -565,10 +428,10 @@ START_TEST(test_pidfile_foreground)
     ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     ck_assert_int_ge(ifd, 0);
     ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO), 0);
-    start(&d, args);
+    tc_start(&d, args);
     pid = wait_pidfile(ifd, path, 10000);
     ck_assert_int_eq(pid, d.pid);
-    stop_ok(&d);
+    tc_stop_ok(&d);
     ck_assert_msg(stat(path, &st) != 0 && errno == ENOENT, "pidfile left behind");
     close(ifd);
     th_rmtree(dir);
@@ -590,18 +453,20 @@ START_TEST(test_daemon_mode)
     uint8_t get[PROTO_V1_HEADER_LEN];
     size_t get_len = 0;
     struct stat st;
-    int ifd, fd, launcher_rc, exit_rc = -1, pidfile_gone;
+    int ifd, fd, launcher_rc, exit_rc = -1, pidfile_gone, udp_port;
     ssize_t answered = -1;
     pid_t pid;
 
     ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     ck_assert_int_eq(th_tmpdir(dir, sizeof(dir)), 0);
     snprintf(path, sizeof(path), "%s/sessiond.pid", dir);
-    snprintf(port, sizeof(port), "%d", free_udp_port());
+    udp_port = th_free_udp_port();
+    ck_assert_int_gt(udp_port, 0);
+    snprintf(port, sizeof(port), "%d", udp_port);
     ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     ck_assert_int_ge(ifd, 0);
     ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO), 0);
-    make_key(key, 12, 1);
+    v1t_make_key(key, 12, 1);
     ck_assert_int_eq(proto_v1_encode(get, sizeof(get), PROTO_V1_GET, 0, key, PROTO_V1_KEY_LEN, NULL,
                                      0, &get_len),
                      PROTO_OK);
@@ -611,8 +476,8 @@ START_TEST(test_daemon_mode)
     if (pid > 0) {
         fd = th_udp_connect(atoi(port));
         if (fd >= 0) {
-            answered =
-                th_udp_roundtrip(fd, get, get_len, answer, sizeof(answer), ANSWER_TIMEOUT_MS);
+            answered = th_udp_roundtrip(fd, get, get_len, v1t_answer, sizeof(v1t_answer),
+                                        ANSWER_TIMEOUT_MS);
             close(fd);
         }
         kill(pid, SIGTERM);
@@ -629,7 +494,7 @@ START_TEST(test_daemon_mode)
     ck_assert_msg(launcher_rc == 0, "sessiond (daemon mode) exited %d: %s", launcher_rc, out);
     ck_assert_msg(pid > 0, "no pidfile appeared within 10 s");
     ck_assert_int_eq(answered, PROTO_V1_HEADER_LEN);
-    ck_assert_int_eq(answer[1], PROTO_V1_NOT_FOUND);
+    ck_assert_int_eq(v1t_answer[1], PROTO_V1_NOT_FOUND);
     ck_assert_int_eq(exit_rc, 0);
     ck_assert_msg(pidfile_gone, "pidfile left behind");
 }

@@ -129,14 +129,6 @@ static sc_client *raw_reader(int port, enum wire wire)
     return c;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Two servers of one cluster: index 0 is A, 1 is B. */
 typedef struct cluster {
     SSL_CTX *ctx[2];
@@ -480,10 +472,10 @@ START_TEST(test_daemon_down)
     client_ctx = tu_client_ctx(TLS1_2_VERSION, NULL);
     ck_assert_ptr_nonnull(client_ctx);
 
-    start = now_ms();
+    start = th_now_ms();
     sess = full_handshake(&cl, client_ctx, 0);
     alternate(&cl, client_ctx, &sess, DOWN_HANDSHAKES, &st);
-    took = now_ms() - start;
+    took = th_now_ms() - start;
     cluster_stats(&cl, &a, &b);
     allowed = breaker_allowance(&sopt, took);
     fprintf(stderr,
@@ -554,8 +546,8 @@ START_TEST(test_daemon_restart)
     ck_assert_int_eq(d.port, port);
     /* The restarted daemon is empty and the breakers may still hold the
      * servers off: reconnect until a resumption comes through again. */
-    deadline = now_ms() + RECOVERY_TIME_MS;
-    while (!recovered && tries < RECOVERY_LIMIT && now_ms() < deadline) {
+    deadline = th_now_ms() + RECOVERY_TIME_MS;
+    while (!recovered && tries < RECOVERY_LIMIT && th_now_ms() < deadline) {
         alternate(&cl, client_ctx, &sess, 1, &st);
         ck_assert_int_eq(st.failed, 0);
         recovered = st.resumed;

@@ -63,14 +63,6 @@
 
 static tu_cred g_server;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- child processes with a log file ---------------------------------- */
 
 typedef struct proc {
@@ -143,7 +135,7 @@ static void proc_dump(const proc *p, const char *name)
  * timeout_ms. */
 static int proc_wait_log(const proc *p, const char *needle, char *line, size_t cap, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = th_now_ms() + timeout_ms;
     int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     int exited = 0;
     int rc = -1;
@@ -156,7 +148,7 @@ static int proc_wait_log(const proc *p, const char *needle, char *line, size_t c
         char *end = hit != NULL ? strchr(hit, '\n') : NULL;
         struct pollfd pfd[2] = {{.fd = in, .events = POLLIN}, {.fd = p->pidfd, .events = POLLIN}};
         char drain[4096];
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - th_now_ms();
 
         if (end != NULL) {
             char *start = hit;

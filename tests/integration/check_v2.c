@@ -62,9 +62,11 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "checks.h"
 #include "harness.h"
 #include "proto.h"
 #include "proto_v2.h"
+#include "v2ops.h"
 
 #define ANSWER_TIMEOUT_MS 3000
 #define STATS_LINE        2048
@@ -89,15 +91,9 @@ typedef struct test_key {
  * with `mode`, and a sealer holding it. */
 static void key_make(test_key *k, const char *dir, const char *name, mode_t mode)
 {
-    char hex[2 * PROTO_V2_CLUSTER_KEY_LEN + 2];
-
     ck_assert_int_eq(RAND_bytes(k->bytes, sizeof(k->bytes)), 1);
-    for (size_t i = 0; i < sizeof(k->bytes); i++)
-        snprintf(hex + 2 * i, 3, "%02x", k->bytes[i]);
-    hex[2 * PROTO_V2_CLUSTER_KEY_LEN] = '\n';
-    hex[2 * PROTO_V2_CLUSTER_KEY_LEN + 1] = '\0';
     snprintf(k->path, sizeof(k->path), "%s/%s", dir, name);
-    ck_assert_int_eq(th_write_file(k->path, hex, strlen(hex), mode), 0);
+    v2t_write_key_file(k->path, k->bytes, mode);
     k->sealer = proto_v2_sealer_new(k->bytes, NULL);
     ck_assert_ptr_nonnull(k->sealer);
 }
@@ -106,14 +102,6 @@ static void key_free(test_key *k)
 {
     proto_v2_sealer_free(k->sealer);
     k->sealer = NULL;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* A v2 key: a 16-byte namespace made from `ns` and a 32-byte session ID
@@ -127,55 +115,12 @@ static void make_key(uint8_t key[KEY_LEN], unsigned ns, unsigned n)
     key[NS_LEN + 1] = (uint8_t)(n >> 8);
 }
 
-static void make_value(uint8_t *value, size_t len, unsigned seed)
-{
-    uint32_t x = 2463534242u ^ seed;
-
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        value[i] = (uint8_t)x;
-    }
-}
-
-/* Builds a request into out: sealed with `s` at timestamp `ts`, or plain
- * when s is NULL. Returns its length. */
-static size_t build_at(proto_v2_sealer *s, uint8_t *out, uint8_t op, uint8_t flags, uint32_t id,
-                       uint32_t ttl, const uint8_t *key, size_t key_len, const uint8_t *value,
-                       size_t value_len, uint64_t ts)
-{
-    proto_v2_msg m;
-    size_t len = 0;
-    int rc;
-
-    memset(&m, 0, sizeof(m));
-    m.op = op;
-    m.flags = flags;
-    m.request_id = id;
-    m.ttl = ttl;
-    m.key = key;
-    m.key_len = key_len;
-    m.value = value;
-    m.value_len = value_len;
-    m.timestamp_ms = ts;
-    rc = s != NULL ? proto_v2_seal(s, out, BUF, &m, &len) : proto_v2_encode(out, BUF, &m, &len);
-    ck_assert_msg(rc == PROTO_OK, "building a request: %s", proto_v2_status_name(rc));
-    return len;
-}
-
+/* A request stamped with the current wall-clock time, into a BUF-sized out. */
 static size_t build(proto_v2_sealer *s, uint8_t *out, uint8_t op, uint8_t flags, uint32_t id,
                     uint32_t ttl, const uint8_t *key, size_t key_len, const uint8_t *value,
                     size_t value_len)
 {
-    return build_at(s, out, op, flags, id, ttl, key, key_len, value, value_len, wall_ms());
-}
-
-static void send_all(int fd, const void *buf, size_t len)
-{
-    ssize_t n = send(fd, buf, len, 0);
-
-    ck_assert_msg(n == (ssize_t)len, "send of %zu bytes: %zd (%s)", len, n, strerror(errno));
+    return v2t_build(s, out, BUF, op, flags, id, ttl, key, key_len, value, value_len, tc_wall_ms());
 }
 
 /* Receives one answer and opens it with `s` (or parses it, plain, when s
@@ -189,7 +134,7 @@ static void recv_answer(int fd, proto_v2_sealer *s, proto_v2_msg *a)
     ck_assert_int_eq(ans[0], PROTO_V2_VERSION);
     if (s != NULL) {
         ck_assert_msg(ans[2] & PROTO_V2_F_SEALED, "a sealed request got a plain answer");
-        rc = proto_v2_open(s, ans, (size_t)n, 1, wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS, a);
+        rc = proto_v2_open(s, ans, (size_t)n, 1, tc_wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS, a);
     } else {
         ck_assert_msg(!(ans[2] & PROTO_V2_F_SEALED), "a plain request got a sealed answer");
         rc = proto_v2_parse(ans, (size_t)n, 1, a);
@@ -206,7 +151,7 @@ static void call(int fd, proto_v2_sealer *s, uint8_t op, uint32_t id, uint32_t t
     proto_v2_msg a;
     size_t len = build(s, req, op, 0, id, ttl, key, key_len, value, value_len);
 
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     recv_answer(fd, s, &a);
     ck_assert_int_eq(a.op, op | PROTO_V2_ANSWER);
     ck_assert_msg(a.request_id == id, "request ID 0x%08x echoed as 0x%08x", id, a.request_id);
@@ -258,29 +203,6 @@ static void expect_nothing_pending(int fd)
 
 /* ---- daemons and stats -------------------------------------------------- */
 
-static void start(th_daemon *d, const char *const *extra)
-{
-    ck_assert_msg(th_daemon_start(d, extra) == 0, "sessiond did not start (is SESSIOND set?)");
-}
-
-static void stop_ok(th_daemon *d)
-{
-    ck_assert_int_eq(th_daemon_stop(d), 0);
-}
-
-static void get_stats(th_daemon *d, char *line)
-{
-    ck_assert_int_eq(th_daemon_stats(d, line, STATS_LINE), 0);
-}
-
-static long long field(const char *line, const char *name)
-{
-    long long v = th_stat(line, name);
-
-    ck_assert_msg(v >= 0, "no %s= in \"%s\"", name, line);
-    return v;
-}
-
 /* The refusal counters all at once: each must equal its expectation. */
 typedef struct refusals {
     long long malformed, denied, auth_failed, stale, unknown_key;
@@ -288,19 +210,11 @@ typedef struct refusals {
 
 static void expect_refusals(const char *line, refusals want)
 {
-    ck_assert_int_eq(field(line, "malformed"), want.malformed);
-    ck_assert_int_eq(field(line, "denied"), want.denied);
-    ck_assert_int_eq(field(line, "auth_failed"), want.auth_failed);
-    ck_assert_int_eq(field(line, "stale"), want.stale);
-    ck_assert_int_eq(field(line, "unknown_key"), want.unknown_key);
-}
-
-static int connect_v4(th_daemon *d)
-{
-    int fd = th_udp_connect(d->port);
-
-    ck_assert_int_ge(fd, 0);
-    return fd;
+    ck_assert_int_eq(tc_field(line, "malformed"), want.malformed);
+    ck_assert_int_eq(tc_field(line, "denied"), want.denied);
+    ck_assert_int_eq(tc_field(line, "auth_failed"), want.auth_failed);
+    ck_assert_int_eq(tc_field(line, "stale"), want.stale);
+    ck_assert_int_eq(tc_field(line, "unknown_key"), want.unknown_key);
 }
 
 static const char *sessiond_path(void)
@@ -331,14 +245,14 @@ static void keyed_start(keyed *t, const char *const *more)
     for (size_t i = 0; more != NULL && more[i] != NULL; i++)
         args[n++] = more[i];
     args[n] = NULL;
-    start(&t->d, args);
-    t->fd = connect_v4(&t->d);
+    tc_start(&t->d, args);
+    t->fd = tc_connect_v4(&t->d);
 }
 
 static void keyed_stop(keyed *t)
 {
     close(t->fd);
-    stop_ok(&t->d);
+    tc_stop_ok(&t->d);
     key_free(&t->k);
     th_rmtree(t->dir);
 }
@@ -357,8 +271,8 @@ START_TEST(test_sealed_roundtrips)
     keyed_start(&t, NULL);
     make_key(key, 1, 1);
     make_key(other, 1, 2);
-    make_value(value, sizeof(value), 1);
-    make_value(second, sizeof(second), 2);
+    tc_fill_value(value, sizeof(value), 1);
+    tc_fill_value(second, sizeof(second), 2);
 
     call(t.fd, t.k.sealer, PROTO_V2_PUT, 0xA1B2C3D4, 300, key, KEY_LEN, value, sizeof(value),
          PROTO_V2_ST_OK, NULL, 0);
@@ -380,18 +294,18 @@ START_TEST(test_sealed_roundtrips)
      * the first back. */
     len = build(t.k.sealer, req, PROTO_V2_PUT, PROTO_V2_F_NO_REPLY, 11, 0, other, KEY_LEN, value,
                 sizeof(value));
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     sync_ping(t.fd, t.k.sealer);
     expect_hit(t.fd, t.k.sealer, other, value, sizeof(value));
     len = build(t.k.sealer, req, PROTO_V2_DEL, PROTO_V2_F_NO_REPLY, 12, 0, other, KEY_LEN, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     sync_ping(t.fd, t.k.sealer);
     expect_miss(t.fd, t.k.sealer, other);
     expect_nothing_pending(t.fd);
 
     /* STATS: the stats line, sealed, with the counters so far. */
     len = build(t.k.sealer, req, PROTO_V2_STATS, 0, 99, 0, NULL, 0, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     recv_answer(t.fd, t.k.sealer, &a);
     ck_assert_int_eq(a.op, PROTO_V2_STATS | PROTO_V2_ANSWER);
     ck_assert_int_eq(a.status, PROTO_V2_ST_OK);
@@ -410,15 +324,15 @@ START_TEST(test_sealed_roundtrips)
         ck_assert_int_eq(th_stat(text, "v1"), 0);
     }
 
-    get_stats(&t.d, line);
-    ck_assert_int_eq(field(line, "puts"), 3);
-    ck_assert_int_eq(field(line, "hits"), 3);
-    ck_assert_int_eq(field(line, "misses"), 3);
-    ck_assert_int_eq(field(line, "removes"), 2);
-    ck_assert_int_eq(field(line, "sealed"), 16);
-    ck_assert_int_eq(field(line, "answers"), 14); /* 16 less the two NO_REPLY */
-    ck_assert_int_eq(field(line, "datagrams"), 16);
-    ck_assert_int_eq(field(line, "entries"), 0);
+    tc_get_stats(&t.d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "puts"), 3);
+    ck_assert_int_eq(tc_field(line, "hits"), 3);
+    ck_assert_int_eq(tc_field(line, "misses"), 3);
+    ck_assert_int_eq(tc_field(line, "removes"), 2);
+    ck_assert_int_eq(tc_field(line, "sealed"), 16);
+    ck_assert_int_eq(tc_field(line, "answers"), 14); /* 16 less the two NO_REPLY */
+    ck_assert_int_eq(tc_field(line, "datagrams"), 16);
+    ck_assert_int_eq(tc_field(line, "entries"), 0);
     expect_refusals(line, (refusals){0, 0, 0, 0, 0});
     keyed_stop(&t);
 }
@@ -436,7 +350,7 @@ START_TEST(test_largest_value)
 
     keyed_start(&t, NULL);
     memset(key, 0x42, sizeof(key));
-    make_value(value, PROTO_V2_MAX_VALUE, 3);
+    tc_fill_value(value, PROTO_V2_MAX_VALUE, 3);
     call(t.fd, t.k.sealer, PROTO_V2_PUT, 1, 0, key, sizeof(key), value, PROTO_V2_MAX_VALUE,
          PROTO_V2_ST_OK, NULL, 0);
     call(t.fd, t.k.sealer, PROTO_V2_GET, 2, 0, key, sizeof(key), NULL, 0, PROTO_V2_ST_OK, value,
@@ -475,7 +389,7 @@ START_TEST(test_request_ids_echoed)
 
     keyed_start(&t, NULL);
     ck_assert_int_eq(RAND_bytes((uint8_t *)&base, sizeof(base)), 1);
-    make_value(value, sizeof(value), 4);
+    tc_fill_value(value, sizeof(value), 4);
     for (unsigned i = 0; i < N; i += 2) {
         make_key(key, 4, i);
         put(t.fd, t.k.sealer, key, value, sizeof(value));
@@ -486,7 +400,7 @@ START_TEST(test_request_ids_echoed)
         ids[i] = base + i * 0x01000193u; /* distinct, and not in order */
         make_key(key, 4, i);
         len = build(t.k.sealer, req, PROTO_V2_GET, 0, ids[i], 0, key, KEY_LEN, NULL, 0);
-        send_all(t.fd, req, len);
+        tc_send_all(t.fd, req, len);
         seen[i] = 0;
     }
     for (unsigned got = 0; got < N; got++) {
@@ -524,8 +438,8 @@ START_TEST(test_ttl)
     keyed_start(&t, more);
     make_key(key, 5, 1);
     make_key(capped, 5, 2);
-    make_value(value, sizeof(value), 5);
-    sent = wall_ms();
+    tc_fill_value(value, sizeof(value), 5);
+    sent = tc_wall_ms();
     call(t.fd, t.k.sealer, PROTO_V2_PUT, 1, 0, key, KEY_LEN, value, sizeof(value), PROTO_V2_ST_OK,
          NULL, 0);
     call(t.fd, t.k.sealer, PROTO_V2_PUT, 2, 3600, capped, KEY_LEN, value, sizeof(value),
@@ -533,23 +447,23 @@ START_TEST(test_ttl)
     expect_hit(t.fd, t.k.sealer, capped, value, sizeof(value));
     /* Both gone within a bounded wait, and not before 1 s. */
     deadline = sent + 5000;
-    while (!gone && wall_ms() < deadline) {
+    while (!gone && tc_wall_ms() < deadline) {
         struct timespec pause = {0, 50 * 1000 * 1000};
         proto_v2_msg a;
         size_t len = build(t.k.sealer, req, PROTO_V2_GET, 0, 3, 0, capped, KEY_LEN, NULL, 0);
 
-        send_all(t.fd, req, len);
+        tc_send_all(t.fd, req, len);
         recv_answer(t.fd, t.k.sealer, &a);
         gone = a.status == PROTO_V2_ST_NOT_FOUND;
         if (!gone)
             nanosleep(&pause, NULL);
     }
     ck_assert_msg(gone, "a TTL of 3600 s was not capped to --max-ttl 1");
-    ck_assert_uint_ge(wall_ms() - sent, 990);
+    ck_assert_uint_ge(tc_wall_ms() - sent, 990);
     expect_miss(t.fd, t.k.sealer, key);
-    get_stats(&t.d, line);
-    ck_assert_int_eq(field(line, "expired"), 2);
-    ck_assert_int_eq(field(line, "entries"), 0);
+    tc_get_stats(&t.d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "expired"), 2);
+    ck_assert_int_eq(tc_field(line, "entries"), 0);
     keyed_stop(&t);
 }
 END_TEST
@@ -572,7 +486,7 @@ START_TEST(test_tampered_and_wrong_keys)
     key_make(&other, other_dir, "other.key", 0600);
     ck_assert_int_eq(proto_v2_key_id(t.k.bytes, our_id), 0);
     make_key(key, 6, 1);
-    make_value(value, sizeof(value), 6);
+    tc_fill_value(value, sizeof(value), 6);
 
     /* Tampered PUTs: a ciphertext byte, a header byte (associated data),
      * the timestamp, the tag. Each must be refused as auth_failed, and
@@ -585,28 +499,28 @@ START_TEST(test_tampered_and_wrong_keys)
                     sizeof(value));
         at = which == 3 ? len - 1 : offsets[which];
         req[at] ^= 0x01;
-        send_all(t.fd, req, len);
+        tc_send_all(t.fd, req, len);
     }
     /* Wrong key: sealed with another key but carrying our key ID. */
     len = build(other.sealer, req, PROTO_V2_PUT, 0, 200, 0, key, KEY_LEN, value, sizeof(value));
     memcpy(req + 16, our_id, sizeof(our_id));
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     /* Unknown key ID: sealed with another key, its own ID. */
     len = build(other.sealer, req, PROTO_V2_GET, 0, 201, 0, key, KEY_LEN, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     /* Our datagram with the key ID changed: unknown too. */
     len = build(t.k.sealer, req, PROTO_V2_GET, 0, 202, 0, key, KEY_LEN, NULL, 0);
     req[16] ^= 0x80;
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
 
     sync_ping(t.fd, t.k.sealer);
     expect_miss(t.fd, t.k.sealer, key);
     expect_nothing_pending(t.fd);
-    get_stats(&t.d, line);
+    tc_get_stats(&t.d, line, STATS_LINE);
     expect_refusals(line, (refusals){.auth_failed = 5, .unknown_key = 2});
-    ck_assert_int_eq(field(line, "puts"), 0);
-    ck_assert_int_eq(field(line, "answers"), 2);
-    ck_assert_int_eq(field(line, "datagrams"), 9);
+    ck_assert_int_eq(tc_field(line, "puts"), 0);
+    ck_assert_int_eq(tc_field(line, "answers"), 2);
+    ck_assert_int_eq(tc_field(line, "datagrams"), 9);
     key_free(&other);
     th_rmtree(other_dir);
     keyed_stop(&t);
@@ -627,27 +541,27 @@ START_TEST(test_stale_timestamps)
 
     keyed_start(&t, NULL);
     make_key(key, 7, 1);
-    make_value(value, sizeof(value), 7);
-    now = wall_ms();
-    len = build_at(t.k.sealer, req, PROTO_V2_PUT, 0, 1, 0, key, KEY_LEN, value, sizeof(value),
-                   now - 60000);
-    send_all(t.fd, req, len);
-    len = build_at(t.k.sealer, req, PROTO_V2_PUT, 0, 2, 0, key, KEY_LEN, value, sizeof(value),
-                   now + 60000);
-    send_all(t.fd, req, len);
-    len = build_at(t.k.sealer, req, PROTO_V2_GET, 0, 3, 0, key, KEY_LEN, NULL, 0, 0);
-    send_all(t.fd, req, len);
+    tc_fill_value(value, sizeof(value), 7);
+    now = tc_wall_ms();
+    len = v2t_build(t.k.sealer, req, BUF, PROTO_V2_PUT, 0, 1, 0, key, KEY_LEN, value, sizeof(value),
+                    now - 60000);
+    tc_send_all(t.fd, req, len);
+    len = v2t_build(t.k.sealer, req, BUF, PROTO_V2_PUT, 0, 2, 0, key, KEY_LEN, value, sizeof(value),
+                    now + 60000);
+    tc_send_all(t.fd, req, len);
+    len = v2t_build(t.k.sealer, req, BUF, PROTO_V2_GET, 0, 3, 0, key, KEY_LEN, NULL, 0, 0);
+    tc_send_all(t.fd, req, len);
     sync_ping(t.fd, t.k.sealer);
     expect_miss(t.fd, t.k.sealer, key);
 
-    len = build_at(t.k.sealer, req, PROTO_V2_PING, 0, 4, 0, NULL, 0, NULL, 0, now - 20000);
-    send_all(t.fd, req, len);
+    len = v2t_build(t.k.sealer, req, BUF, PROTO_V2_PING, 0, 4, 0, NULL, 0, NULL, 0, now - 20000);
+    tc_send_all(t.fd, req, len);
     recv_answer(t.fd, t.k.sealer, &a);
     ck_assert_int_eq(a.request_id, 4);
 
-    get_stats(&t.d, line);
+    tc_get_stats(&t.d, line, STATS_LINE);
     expect_refusals(line, (refusals){.stale = 3});
-    ck_assert_int_eq(field(line, "puts"), 0);
+    ck_assert_int_eq(tc_field(line, "puts"), 0);
     keyed_stop(&t);
 }
 END_TEST
@@ -667,28 +581,28 @@ START_TEST(test_replay_after_window)
 
     keyed_start(&t, more);
     make_key(key, 8, 1);
-    ts = wall_ms();
-    len = build_at(t.k.sealer, captured, PROTO_V2_GET, 0, 77, 0, key, KEY_LEN, NULL, 0, ts);
-    send_all(t.fd, captured, len);
+    ts = tc_wall_ms();
+    len = v2t_build(t.k.sealer, captured, BUF, PROTO_V2_GET, 0, 77, 0, key, KEY_LEN, NULL, 0, ts);
+    tc_send_all(t.fd, captured, len);
     recv_answer(t.fd, t.k.sealer, &a);
     ck_assert_int_eq(a.request_id, 77);
-    send_all(t.fd, captured, len);
+    tc_send_all(t.fd, captured, len);
     recv_answer(t.fd, t.k.sealer, &a);
     ck_assert_int_eq(a.request_id, 77);
 
     /* Wait (bounded) until the 1 s window has passed for that timestamp. */
     deadline = ts + 5000;
-    while (wall_ms() <= ts + 1000 + 50 && wall_ms() < deadline) {
+    while (tc_wall_ms() <= ts + 1000 + 50 && tc_wall_ms() < deadline) {
         struct timespec pause = {0, 20 * 1000 * 1000};
 
         nanosleep(&pause, NULL);
     }
-    send_all(t.fd, captured, len);
+    tc_send_all(t.fd, captured, len);
     sync_ping(t.fd, t.k.sealer);
     expect_nothing_pending(t.fd);
-    get_stats(&t.d, line);
+    tc_get_stats(&t.d, line, STATS_LINE);
     expect_refusals(line, (refusals){.stale = 1});
-    ck_assert_int_eq(field(line, "gets"), 2);
+    ck_assert_int_eq(tc_field(line, "gets"), 2);
     keyed_stop(&t);
 }
 END_TEST
@@ -706,29 +620,29 @@ START_TEST(test_truncated)
 
     keyed_start(&t, NULL);
     make_key(key, 9, 1);
-    make_value(value, sizeof(value), 9);
+    tc_fill_value(value, sizeof(value), 9);
     len = build(t.k.sealer, full, PROTO_V2_PUT, 0, 1, 0, key, KEY_LEN, value, sizeof(value));
     /* Shorter than the header: short. */
     for (size_t i = 0; i < sizeof(short_cuts) / sizeof(short_cuts[0]); i++, shorts++)
-        send_all(t.fd, full, short_cuts[i]);
+        tc_send_all(t.fd, full, short_cuts[i]);
     /* A header, but fewer bytes than it announces: length. */
     for (size_t cut = 16; cut < len; cut += 37, lengths++)
-        send_all(t.fd, full, cut);
-    send_all(t.fd, full, len - 1);
+        tc_send_all(t.fd, full, cut);
+    tc_send_all(t.fd, full, len - 1);
     lengths++;
     /* One byte too many is a length error as well. */
     full[len] = 0;
-    send_all(t.fd, full, len + 1);
+    tc_send_all(t.fd, full, len + 1);
     lengths++;
     sync_ping(t.fd, t.k.sealer);
     expect_miss(t.fd, t.k.sealer, key);
     expect_nothing_pending(t.fd);
 
-    get_stats(&t.d, line);
+    tc_get_stats(&t.d, line, STATS_LINE);
     expect_refusals(line, (refusals){.malformed = shorts + lengths});
-    ck_assert_int_eq(field(line, "malformed_short"), shorts);
-    ck_assert_int_eq(field(line, "malformed_length"), lengths);
-    ck_assert_int_eq(field(line, "puts"), 0);
+    ck_assert_int_eq(tc_field(line, "malformed_short"), shorts);
+    ck_assert_int_eq(tc_field(line, "malformed_length"), lengths);
+    ck_assert_int_eq(tc_field(line, "puts"), 0);
     keyed_stop(&t);
 }
 END_TEST
@@ -756,31 +670,31 @@ START_TEST(test_plaintext_refused_with_key)
     keyed_start(&t, NULL);
     ck_assert_int_eq(th_daemon_wait_log(&t.d, "plaintext refused", 0, 1000), 0);
     make_key(key, 10, 1);
-    make_value(value, sizeof(value), 10);
+    tc_fill_value(value, sizeof(value), 10);
     len = v1_build(PROTO_V1_NEW, key, value, sizeof(value));
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = v1_build(PROTO_V1_GET, key, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = v1_build(PROTO_V1_REMOVE, key, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = build(NULL, req, PROTO_V2_PUT, 0, 1, 0, key, KEY_LEN, value, sizeof(value));
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = build(NULL, req, PROTO_V2_GET, 0, 2, 0, key, KEY_LEN, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = build(NULL, req, PROTO_V2_PING, 0, 3, 0, NULL, 0, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = build(NULL, req, PROTO_V2_STATS, 0, 4, 0, NULL, 0, NULL, 0);
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     sync_ping(t.fd, t.k.sealer);
     expect_miss(t.fd, t.k.sealer, key);
     expect_nothing_pending(t.fd);
 
-    get_stats(&t.d, line);
+    tc_get_stats(&t.d, line, STATS_LINE);
     expect_refusals(line, (refusals){.denied = 7});
-    ck_assert_int_eq(field(line, "puts"), 0);
-    ck_assert_int_eq(field(line, "entries"), 0);
-    ck_assert_int_eq(field(line, "v1"), 0);
-    ck_assert_int_eq(field(line, "v2"), 2);
+    ck_assert_int_eq(tc_field(line, "puts"), 0);
+    ck_assert_int_eq(tc_field(line, "entries"), 0);
+    ck_assert_int_eq(tc_field(line, "v1"), 0);
+    ck_assert_int_eq(tc_field(line, "v2"), 2);
     keyed_stop(&t);
 }
 END_TEST
@@ -804,11 +718,11 @@ START_TEST(test_allow_plaintext)
     ck_assert_int_eq(th_daemon_wait_log(&t.d, "plaintext from 127.0.0.1/32", 0, 1000), 0);
     memset(id, 0x31, sizeof(id));
     make_key(key, 11, 1);
-    make_value(value, sizeof(value), 11);
+    tc_fill_value(value, sizeof(value), 11);
 
     /* v1 from 127.0.0.1, as stunnel would. */
     len = v1_build(PROTO_V1_NEW, id, value, sizeof(value));
-    send_all(t.fd, req, len);
+    tc_send_all(t.fd, req, len);
     len = v1_build(PROTO_V1_GET, id, NULL, 0);
     n = th_udp_roundtrip(t.fd, req, len, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_eq(n, PROTO_V1_HEADER_LEN + (ssize_t)sizeof(value));
@@ -827,19 +741,19 @@ START_TEST(test_allow_plaintext)
     other = th_udp_connect_from("127.0.0.2", t.d.port);
     ck_assert_int_ge(other, 0);
     len = v1_build(PROTO_V1_GET, id, NULL, 0);
-    send_all(other, req, len);
+    tc_send_all(other, req, len);
     len = build(NULL, req, PROTO_V2_GET, 0, 4, 0, key, KEY_LEN, NULL, 0);
-    send_all(other, req, len);
+    tc_send_all(other, req, len);
     sync_ping(other, t.k.sealer);
     expect_hit(other, t.k.sealer, key, value, sizeof(value));
     expect_nothing_pending(other);
     close(other);
 
-    get_stats(&t.d, line);
+    tc_get_stats(&t.d, line, STATS_LINE);
     expect_refusals(line, (refusals){.denied = 2});
-    ck_assert_int_eq(field(line, "v1"), 2);
-    ck_assert_int_eq(field(line, "v2"), 6);
-    ck_assert_int_eq(field(line, "sealed"), 3);
+    ck_assert_int_eq(tc_field(line, "v1"), 2);
+    ck_assert_int_eq(tc_field(line, "v2"), 6);
+    ck_assert_int_eq(tc_field(line, "sealed"), 3);
     keyed_stop(&t);
 }
 END_TEST
@@ -859,28 +773,28 @@ START_TEST(test_no_key_policy)
 
     ck_assert_int_eq(th_tmpdir(dir, sizeof(dir)), 0);
     key_make(&k, dir, "unused.key", 0600);
-    start(&d, NULL);
+    tc_start(&d, NULL);
     ck_assert_int_eq(th_daemon_wait_log(&d, "plaintext from loopback", 0, 1000), 0);
-    fd = connect_v4(&d);
+    fd = tc_connect_v4(&d);
     other = th_udp_connect_from("127.0.0.2", d.port);
     ck_assert_int_ge(other, 0);
     make_key(key, 12, 1);
-    make_value(value, sizeof(value), 12);
+    tc_fill_value(value, sizeof(value), 12);
     call(fd, NULL, PROTO_V2_PUT, 1, 0, key, KEY_LEN, value, sizeof(value), PROTO_V2_ST_OK, NULL, 0);
     call(other, NULL, PROTO_V2_GET, 2, 0, key, KEY_LEN, NULL, 0, PROTO_V2_ST_OK, value,
          sizeof(value));
     len = build(k.sealer, req, PROTO_V2_GET, 0, 3, 0, key, KEY_LEN, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     sync_ping(fd, NULL);
     expect_nothing_pending(fd);
 
-    get_stats(&d, line);
+    tc_get_stats(&d, line, STATS_LINE);
     expect_refusals(line, (refusals){.unknown_key = 1});
-    ck_assert_int_eq(field(line, "v2"), 3);
-    ck_assert_int_eq(field(line, "sealed"), 0);
+    ck_assert_int_eq(tc_field(line, "v2"), 3);
+    ck_assert_int_eq(tc_field(line, "sealed"), 0);
     close(fd);
     close(other);
-    stop_ok(&d);
+    tc_stop_ok(&d);
     key_free(&k);
     th_rmtree(dir);
 }
@@ -952,63 +866,63 @@ START_TEST(test_non_loopback_source)
     }
     memset(id, 0x44, sizeof(id));
     make_key(key, 14, 1);
-    make_value(value, sizeof(value), 14);
+    tc_fill_value(value, sizeof(value), 14);
     {
         const char *const args[] = {"-l", ip, NULL};
 
-        start(&d, args);
+        tc_start(&d, args);
     }
     fd = udp_from_to(ip, ip, d.port);
     lo = udp_from_to("127.0.0.1", ip, d.port);
     len = build(NULL, req, PROTO_V2_PING, 0, 1, 0, NULL, 0, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     len = v1_build(PROTO_V1_GET, id, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     sync_ping(lo, NULL);
     expect_nothing_pending(fd);
-    get_stats(&d, line);
+    tc_get_stats(&d, line, STATS_LINE);
     expect_refusals(line, (refusals){.denied = 2});
     close(fd);
     close(lo);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 
     snprintf(rule, sizeof(rule), "%s/32", ip);
     {
         const char *const args[] = {"-l", ip, "--allow", rule, NULL};
 
-        start(&d, args);
+        tc_start(&d, args);
     }
     fd = udp_from_to(ip, ip, d.port);
     lo = udp_from_to("127.0.0.1", ip, d.port);
     call(fd, NULL, PROTO_V2_PUT, 1, 0, key, KEY_LEN, value, sizeof(value), PROTO_V2_ST_OK, NULL, 0);
     len = build(NULL, req, PROTO_V2_GET, 0, 2, 0, key, KEY_LEN, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     n = th_udp_recv(fd, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_eq(n, (ssize_t)len); /* no larger than the request */
     ck_assert_int_eq(proto_v2_parse(ans, (size_t)n, 1, &a), PROTO_OK);
     ck_assert_int_eq(a.status, PROTO_V2_ST_REFUSED);
     ck_assert_int_eq(a.request_id, 2);
     len = build(NULL, req, PROTO_V2_STATS, 0, 3, 0, NULL, 0, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     n = th_udp_recv(fd, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_eq(n, PROTO_V2_HEADER_LEN);
     ck_assert_int_eq(ans[3], PROTO_V2_ST_REFUSED);
     call(fd, NULL, PROTO_V2_PING, 4, 0, NULL, 0, NULL, 0, PROTO_V2_ST_OK, NULL, 0);
     /* v1: the exception, stunnel cannot seal. */
     len = v1_build(PROTO_V1_NEW, id, value, sizeof(value));
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     len = v1_build(PROTO_V1_GET, id, NULL, 0);
     n = th_udp_roundtrip(fd, req, len, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_eq(n, PROTO_V1_HEADER_LEN + (ssize_t)sizeof(value));
     ck_assert_int_eq(ans[1], PROTO_V1_FOUND);
     /* Loopback: the full answer. */
     call(lo, NULL, PROTO_V2_GET, 5, 0, key, KEY_LEN, NULL, 0, PROTO_V2_ST_OK, value, sizeof(value));
-    get_stats(&d, line);
+    tc_get_stats(&d, line, STATS_LINE);
     expect_refusals(line, (refusals){0, 0, 0, 0, 0});
-    ck_assert_int_eq(field(line, "hits"), 3);
+    ck_assert_int_eq(tc_field(line, "hits"), 3);
     close(fd);
     close(lo);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -1034,16 +948,16 @@ START_TEST(test_rollover)
     key_make(&k2, dir, "k2", 0600);
     ck_assert_int_eq(proto_v2_key_id(k1.bytes, id1), 0);
     make_key(key, 13, 1);
-    make_value(value, sizeof(value), 13);
+    tc_fill_value(value, sizeof(value), 13);
     {
         const char *const args[] = {"--key-file", k1.path, "--next-key-file", k2.path, NULL};
 
-        start(&d, args);
+        tc_start(&d, args);
     }
-    fd = connect_v4(&d);
+    fd = tc_connect_v4(&d);
     /* A sender already on K2: the daemon opens it and answers with K1. */
     len = build(k2.sealer, req, PROTO_V2_PUT, 0, 1, 0, key, KEY_LEN, value, sizeof(value));
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     n = th_udp_recv(fd, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_gt(n, 40);
     ck_assert_mem_eq(ans + 16, id1, sizeof(id1));
@@ -1052,12 +966,12 @@ START_TEST(test_rollover)
         static uint8_t copy[BUF];
 
         memcpy(copy, ans, (size_t)n);
-        ck_assert_int_eq(
-            proto_v2_open(k2.sealer, copy, (size_t)n, 1, wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS, &a),
-            PROTO_ERR_UNKNOWN_KEY);
+        ck_assert_int_eq(proto_v2_open(k2.sealer, copy, (size_t)n, 1, tc_wall_ms(),
+                                       PROTO_V2_DEFAULT_WINDOW_MS, &a),
+                         PROTO_ERR_UNKNOWN_KEY);
     }
     ck_assert_int_eq(
-        proto_v2_open(k1.sealer, ans, (size_t)n, 1, wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS, &a),
+        proto_v2_open(k1.sealer, ans, (size_t)n, 1, tc_wall_ms(), PROTO_V2_DEFAULT_WINDOW_MS, &a),
         PROTO_OK);
     ck_assert_int_eq(a.status, PROTO_V2_ST_OK);
     /* A sender still on K1 reads what the K2 sender stored. */
@@ -1067,31 +981,31 @@ START_TEST(test_rollover)
     both = proto_v2_sealer_new(k1.bytes, k2.bytes);
     ck_assert_ptr_nonnull(both);
     len = build(k2.sealer, req, PROTO_V2_GET, 0, 2, 0, key, KEY_LEN, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     recv_answer(fd, both, &a);
     ck_assert_int_eq(a.request_id, 2);
     ck_assert_uint_eq(a.value_len, sizeof(value));
     proto_v2_sealer_free(both);
-    get_stats(&d, line);
+    tc_get_stats(&d, line, STATS_LINE);
     expect_refusals(line, (refusals){0, 0, 0, 0, 0});
-    ck_assert_int_eq(field(line, "sealed"), 3);
+    ck_assert_int_eq(tc_field(line, "sealed"), 3);
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 
     /* Without --next-key-file, K2 is just an unknown key. */
     {
         const char *const args[] = {"--key-file", k1.path, NULL};
 
-        start(&d, args);
+        tc_start(&d, args);
     }
-    fd = connect_v4(&d);
+    fd = tc_connect_v4(&d);
     len = build(k2.sealer, req, PROTO_V2_GET, 0, 3, 0, key, KEY_LEN, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     sync_ping(fd, k1.sealer);
-    get_stats(&d, line);
+    tc_get_stats(&d, line, STATS_LINE);
     expect_refusals(line, (refusals){.unknown_key = 1});
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
     key_free(&k1);
     key_free(&k2);
     th_rmtree(dir);
@@ -1111,13 +1025,13 @@ START_TEST(test_v1_v2_separated)
     size_t len;
     int fd;
 
-    start(&d, NULL);
-    fd = connect_v4(&d);
+    tc_start(&d, NULL);
+    fd = tc_connect_v4(&d);
     memset(id, 0x77, sizeof(id));
-    make_value(v1_value, sizeof(v1_value), 14);
-    make_value(v2_value, sizeof(v2_value), 15);
+    tc_fill_value(v1_value, sizeof(v1_value), 14);
+    tc_fill_value(v2_value, sizeof(v2_value), 15);
     len = v1_build(PROTO_V1_NEW, id, v1_value, sizeof(v1_value));
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     call(fd, NULL, PROTO_V2_GET, 1, 0, id, sizeof(id), NULL, 0, PROTO_V2_ST_NOT_FOUND, NULL, 0);
     call(fd, NULL, PROTO_V2_PUT, 2, 0, id, sizeof(id), v2_value, sizeof(v2_value), PROTO_V2_ST_OK,
          NULL, 0);
@@ -1133,19 +1047,19 @@ START_TEST(test_v1_v2_separated)
     n = th_udp_roundtrip(fd, req, len, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_eq(n, PROTO_V1_HEADER_LEN + (ssize_t)sizeof(v1_value));
     len = v1_build(PROTO_V1_REMOVE, id, NULL, 0);
-    send_all(fd, req, len);
+    tc_send_all(fd, req, len);
     call(fd, NULL, PROTO_V2_PUT, 5, 0, id, sizeof(id), v2_value, sizeof(v2_value), PROTO_V2_ST_OK,
          NULL, 0);
     len = v1_build(PROTO_V1_GET, id, NULL, 0);
     n = th_udp_roundtrip(fd, req, len, ans, sizeof(ans), ANSWER_TIMEOUT_MS);
     ck_assert_int_eq(n, PROTO_V1_HEADER_LEN);
     ck_assert_int_eq(ans[1], PROTO_V1_NOT_FOUND);
-    get_stats(&d, line);
-    ck_assert_int_eq(field(line, "entries"), 1);
-    ck_assert_int_eq(field(line, "bytes"),
+    tc_get_stats(&d, line, STATS_LINE);
+    ck_assert_int_eq(tc_field(line, "entries"), 1);
+    ck_assert_int_eq(tc_field(line, "bytes"),
                      (long long)cache_entry_cost(1 + sizeof(id), sizeof(v2_value)));
     close(fd);
-    stop_ok(&d);
+    tc_stop_ok(&d);
 }
 END_TEST
 
@@ -1159,8 +1073,8 @@ START_TEST(test_two_namespaces_separated)
     make_key(a_key, 20, 1);
     memcpy(b_key, a_key, KEY_LEN);
     b_key[0] = 21; /* same session ID, another namespace */
-    make_value(a_value, sizeof(a_value), 20);
-    make_value(b_value, sizeof(b_value), 21);
+    tc_fill_value(a_value, sizeof(a_value), 20);
+    tc_fill_value(b_value, sizeof(b_value), 21);
     put(t.fd, t.k.sealer, a_key, a_value, sizeof(a_value));
     expect_miss(t.fd, t.k.sealer, b_key);
     put(t.fd, t.k.sealer, b_key, b_value, sizeof(b_value));
@@ -1328,7 +1242,7 @@ START_TEST(test_user_nobody)
     ck_assert_int_eq(files_open_under(t.d.pid, t.dir), 0);
 
     make_key(key, 30, 1);
-    make_value(value, sizeof(value), 30);
+    tc_fill_value(value, sizeof(value), 30);
     put(t.fd, t.k.sealer, key, value, sizeof(value));
     expect_hit(t.fd, t.k.sealer, key, value, sizeof(value));
     keyed_stop(&t);

@@ -44,12 +44,29 @@
 #define TH_RUN_TIMEOUT_MS   30000
 #define TH_MAX_ARGS         64
 
-static int64_t th_now_ms(void)
+int64_t th_now_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* In a freshly forked child, before exec: stdin from /dev/null, stdout and
+ * stderr to out_fd, and death with the parent (the test), exiting at once
+ * if the parent already died between fork and prctl. Only async-signal-safe
+ * calls: the parent may have other threads (the log readers). */
+static void th_child_setup(pid_t parent, int out_fd)
+{
+    int devnull = open("/dev/null", O_RDONLY);
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    if (devnull >= 0)
+        dup2(devnull, STDIN_FILENO);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(out_fd, STDERR_FILENO);
 }
 
 static void th_deadline(struct timespec *ts, int timeout_ms)
@@ -322,16 +339,7 @@ int th_daemon_start(th_daemon *d, const char *const *extra_args)
         goto fail;
     }
     if (d->pid == 0) {
-        /* Only async-signal-safe calls from here to exec. */
-        int devnull = open("/dev/null", O_RDONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        dup2(pipefd[1], STDOUT_FILENO);
-        dup2(pipefd[1], STDERR_FILENO);
+        th_child_setup(parent, pipefd[1]);
         execv(bin, (char *const *)argv);
         _exit(127);
     }
@@ -483,15 +491,7 @@ int th_run(const char *const *argv, char *buf, size_t cap)
         return -1;
     }
     if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        dup2(pipefd[1], STDOUT_FILENO);
-        dup2(pipefd[1], STDERR_FILENO);
+        th_child_setup(parent, pipefd[1]);
         execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -558,8 +558,6 @@ int th_udp_connect(int port)
 ssize_t th_udp_roundtrip(int fd, const void *req, size_t req_len, void *ans, size_t cap,
                          int timeout_ms)
 {
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    int64_t end = th_now_ms() + timeout_ms;
     ssize_t n;
 
     do {
@@ -567,24 +565,7 @@ ssize_t th_udp_roundtrip(int fd, const void *req, size_t req_len, void *ans, siz
     } while (n < 0 && errno == EINTR);
     if (n < 0 || (size_t)n != req_len)
         return -1;
-    for (;;) {
-        int64_t left = end - th_now_ms();
-        int ready;
-
-        if (left < 0)
-            return 0;
-        ready = poll(&pfd, 1, (int)left);
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready < 0)
-            return -1;
-        if (ready == 0)
-            return 0;
-        n = recv(fd, ans, cap, MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        return n;
-    }
+    return th_udp_recv(fd, ans, cap, timeout_ms);
 }
 
 int th_udp_connect_from(const char *src, int port)
@@ -687,11 +668,12 @@ long long th_proc_status(pid_t pid, const char *field)
     return value;
 }
 
-int th_free_tcp_port(void)
+/* A port on 127.0.0.1 of socket type `type` that was free a moment ago. */
+static int th_free_port(int type)
 {
     struct sockaddr_in sin;
     socklen_t len = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
     int port = -1;
 
     if (fd < 0)
@@ -704,6 +686,16 @@ int th_free_tcp_port(void)
         port = ntohs(sin.sin_port);
     close(fd);
     return port;
+}
+
+int th_free_tcp_port(void)
+{
+    return th_free_port(SOCK_STREAM);
+}
+
+int th_free_udp_port(void)
+{
+    return th_free_port(SOCK_DGRAM);
 }
 
 int th_tmpdir(char *buf, size_t cap)

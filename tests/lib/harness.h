@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -64,6 +65,10 @@ ssize_t th_udp_roundtrip(int fd, const void *req, size_t req_len, void *ans, siz
  * close), for servers that cannot be told to pick their own. -1 on error. */
 int th_free_tcp_port(void);
 
+/* The same for a UDP port, for a daemon that cannot tell us the port it
+ * picked (in daemon mode it logs to syslog, not to the harness). */
+int th_free_udp_port(void);
+
 /* A UDP socket bound to the local address `src` (e.g. "127.0.0.2": all of
  * 127.0.0.0/8 is loopback on Linux) and connected to 127.0.0.1:port, so
  * tests can play senders with different source addresses. -1 on error. */
@@ -80,6 +85,9 @@ int th_write_file(const char *path, const void *data, size_t len, mode_t mode);
 /* The first number after "field:" in /proc/PID/status (e.g. "VmRSS" in
  * kB, "Uid" the real uid), or -1. */
 long long th_proc_status(pid_t pid, const char *field);
+
+/* CLOCK_MONOTONIC in milliseconds, for bounded waits and deadlines. */
+int64_t th_now_ms(void);
 
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), written into
  * buf; removed with th_rmtree. Returns 0, or -1. */

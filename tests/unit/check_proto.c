@@ -14,6 +14,9 @@
  */
 #include "proto.h"
 
+#include "checks.h"
+#include "vectors.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,22 +27,11 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* A heap buffer of exactly len bytes (ASan then flags any read past it),
- * filled with byte. malloc(0) may return NULL, so 0 gets one byte. */
-static uint8_t *exact_buf(size_t len, uint8_t byte)
-{
-    uint8_t *buf = malloc(len ? len : 1);
-
-    ck_assert_ptr_nonnull(buf);
-    memset(buf, byte, len ? len : 1);
-    return buf;
-}
-
 /* A heap datagram of len bytes with a v1 header (version, type, timeout,
  * key bytes 0x40 + i) and value bytes 0x10 + i. */
 static uint8_t *make_datagram(size_t len, uint8_t version, uint8_t type, uint16_t timeout)
 {
-    uint8_t *buf = exact_buf(len, 0);
+    uint8_t *buf = tc_exact_buf(len, 0);
     size_t i;
 
     for (i = 0; i < len; i++) {
@@ -57,39 +49,6 @@ static uint8_t *make_datagram(size_t len, uint8_t version, uint8_t type, uint16_
             buf[i] = (uint8_t)(0x10 + (i - PROTO_V1_HEADER_LEN));
     }
     return buf;
-}
-
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes hex pairs separated by blanks; fails the test on anything else. */
-static size_t hex_decode(const char *hex, uint8_t *out, size_t cap)
-{
-    size_t n = 0;
-
-    while (*hex) {
-        int hi, lo;
-
-        if (*hex == ' ' || *hex == '\n') {
-            hex++;
-            continue;
-        }
-        hi = hex_digit(hex[0]);
-        lo = hex[1] ? hex_digit(hex[1]) : -1;
-        ck_assert_msg(hi >= 0 && lo >= 0, "bad hex near \"%.8s\"", hex);
-        ck_assert_uint_lt(n, cap);
-        out[n++] = (uint8_t)(hi << 4 | lo);
-        hex += 2;
-    }
-    return n;
 }
 
 /* A message whose every field is recognisable, to prove a failed parse
@@ -113,36 +72,29 @@ static void assert_sentinel(const proto_v1_msg *msg)
     ck_assert_uint_eq(msg->value_len, 7777);
 }
 
-static void expect_request_refused(const uint8_t *buf, size_t len, proto_status want)
+/* Parses buf as an answer (answer != 0) or a request and checks it is
+ * refused with `want`, leaving the caller's struct untouched. */
+static void expect_refused(int answer, const uint8_t *buf, size_t len, proto_status want)
 {
     proto_v1_msg msg;
+    proto_status got;
 
     set_sentinel(&msg);
-    ck_assert_msg(proto_v1_parse_request(buf, len, &msg) == want,
-                  "request of %zu bytes (type 0x%02x): want %s", len, len > 1 ? buf[1] : 0,
+    got = answer ? proto_v1_parse_answer(buf, len, &msg) : proto_v1_parse_request(buf, len, &msg);
+    ck_assert_msg(got == want, "%s of %zu bytes (type 0x%02x): want %s",
+                  answer ? "answer" : "request", len, len > 1 ? buf[1] : 0,
                   proto_status_name(want));
     assert_sentinel(&msg);
+}
+
+static void expect_request_refused(const uint8_t *buf, size_t len, proto_status want)
+{
+    expect_refused(0, buf, len, want);
 }
 
 static void expect_answer_refused(const uint8_t *buf, size_t len, proto_status want)
 {
-    proto_v1_msg msg;
-
-    set_sentinel(&msg);
-    ck_assert_msg(proto_v1_parse_answer(buf, len, &msg) == want,
-                  "answer of %zu bytes (type 0x%02x): want %s", len, len > 1 ? buf[1] : 0,
-                  proto_status_name(want));
-    assert_sentinel(&msg);
-}
-
-static int all_bytes_are(const uint8_t *p, size_t len, uint8_t byte)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++)
-        if (p[i] != byte)
-            return 0;
-    return 1;
+    expect_refused(1, buf, len, want);
 }
 
 /* ---- parse_request ---------------------------------------------------- */
@@ -346,7 +298,7 @@ START_TEST(test_parse_matrix)
 {
     const uint8_t versions[] = {0, 1, 2, 0xff};
     const size_t lens[] = {0, 1, 4, 35, 36, 37, 548, 549, 65507, 65508};
-    uint8_t *buf = exact_buf(65508, 0x33);
+    uint8_t *buf = tc_exact_buf(65508, 0x33);
     size_t v, l;
     unsigned type;
 
@@ -476,7 +428,7 @@ START_TEST(test_encode_round_trip)
             ck_assert_ptr_eq(msg.key, out + 4);
             ck_assert_mem_eq(msg.key, id, id_len);
             /* Padding: zeros, never the FILL bytes that were there before. */
-            ck_assert(all_bytes_are(msg.key + id_len, PROTO_V1_KEY_LEN - id_len, 0));
+            ck_assert(tc_all_bytes_are(msg.key + id_len, PROTO_V1_KEY_LEN - id_len, 0));
             ck_assert_uint_eq(msg.value_len, value_len);
             if (has_value)
                 ck_assert_mem_eq(msg.value, value, value_len);
@@ -500,15 +452,15 @@ START_TEST(test_encode_padding)
         PROTO_OK);
     ck_assert_uint_eq(out_len, 36);
     ck_assert_mem_eq(out + 4, id, 16);
-    ck_assert(all_bytes_are(out + 20, 16, 0));
-    ck_assert(all_bytes_are(out + 36, sizeof out - 36, 0xff));
+    ck_assert(tc_all_bytes_are(out + 20, 16, 0));
+    ck_assert(tc_all_bytes_are(out + 36, sizeof out - 36, 0xff));
 
     /* One byte of ID: 31 bytes of padding. */
     memset(out, 0xff, sizeof out);
     ck_assert_int_eq(proto_v1_encode(out, sizeof out, PROTO_V1_GET, 0, id, 1, NULL, 0, &out_len),
                      PROTO_OK);
     ck_assert_uint_eq(out[4], 0xa0);
-    ck_assert(all_bytes_are(out + 5, 31, 0));
+    ck_assert(tc_all_bytes_are(out + 5, 31, 0));
 }
 END_TEST
 
@@ -541,7 +493,7 @@ static void expect_encode_refused(size_t cap, uint8_t type, const uint8_t *id, s
                       want,
                   "encode type 0x%02x id_len %zu value_len %zu cap %zu: want %s", type, id_len,
                   value_len, cap, proto_status_name(want));
-    ck_assert(all_bytes_are(out, sizeof out, FILL));
+    ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
     ck_assert_uint_eq(out_len, 12345);
 }
 
@@ -566,8 +518,8 @@ END_TEST
 START_TEST(test_encode_sizes)
 {
     uint8_t id[PROTO_V1_KEY_LEN], value[4] = {1, 2, 3, 4};
-    uint8_t *big_value = exact_buf(PROTO_V1_MAX_VALUE + 1, 0x42);
-    uint8_t *out = exact_buf(PROTO_MAX_DATAGRAM, FILL);
+    uint8_t *big_value = tc_exact_buf(PROTO_V1_MAX_VALUE + 1, 0x42);
+    uint8_t *out = tc_exact_buf(PROTO_MAX_DATAGRAM, FILL);
     size_t out_len = 0;
     proto_v1_msg msg;
 
@@ -668,7 +620,7 @@ START_TEST(test_encode_answer_header)
         memset(out, FILL, sizeof out);
         ck_assert_int_eq(proto_v1_encode_answer_header(out, sizeof out, bad_types[i], key),
                          PROTO_ERR_INVALID);
-        ck_assert(all_bytes_are(out, sizeof out, FILL));
+        ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
     }
     ck_assert_int_eq(proto_v1_encode_answer_header(out, sizeof out, PROTO_V1_FOUND, NULL),
                      PROTO_ERR_INVALID);
@@ -677,7 +629,7 @@ START_TEST(test_encode_answer_header)
         PROTO_ERR_NOSPACE);
     ck_assert_int_eq(proto_v1_encode_answer_header(NULL, 0, PROTO_V1_FOUND, key),
                      PROTO_ERR_NOSPACE);
-    ck_assert(all_bytes_are(out, sizeof out, FILL));
+    ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
 }
 END_TEST
 
@@ -783,7 +735,7 @@ START_TEST(test_spec_vector_encode_parse)
 {
     const spec_vector *v = &spec_vectors[_i];
     uint8_t want[128], out[128];
-    size_t want_len = hex_decode(v->hex, want, sizeof want), out_len = 0;
+    size_t want_len = tv_hex_decode(v->hex, want, sizeof want), out_len = 0;
     uint8_t padded_key[PROTO_V1_KEY_LEN] = {0};
     proto_v1_msg msg;
     proto_status parsed;
@@ -808,65 +760,15 @@ START_TEST(test_spec_vector_encode_parse)
 }
 END_TEST
 
-/* Reads the whole spec into a NUL-terminated heap string. */
-static char *read_spec(void)
-{
-    const char *path = getenv("PROTOCOL_MD") ? getenv("PROTOCOL_MD") : "proto/PROTOCOL.md";
-    FILE *f = fopen(path, "r");
-    size_t cap = 1 << 20, len;
-    char *text;
-
-    ck_assert_msg(f != NULL, "cannot open %s (run from the top of the tree or set PROTOCOL_MD)",
-                  path);
-    text = malloc(cap);
-    ck_assert_ptr_nonnull(text);
-    len = fread(text, 1, cap - 1, f);
-    ck_assert_msg(!ferror(f) && feof(f), "%s: read error or larger than 1 MiB", path);
-    fclose(f);
-    text[len] = '\0';
-    return text;
-}
-
-/* The bytes of "vector NAME" in the spec: lines "OOOO  hh hh ..." up to the
- * closing fence, each offset checked against the bytes read so far. */
-static size_t spec_vector_bytes(const char *text, const char *name, uint8_t *out, size_t cap)
-{
-    char marker[64];
-    const char *p;
-    size_t n = 0;
-
-    snprintf(marker, sizeof marker, "\nvector %s\n", name);
-    p = strstr(text, marker);
-    ck_assert_msg(p != NULL, "PROTOCOL.md has no \"vector %s\"", name);
-    ck_assert_msg(strstr(p + 1, marker) == NULL, "PROTOCOL.md has \"vector %s\" twice", name);
-    p += strlen(marker);
-    while (strncmp(p, "```", 3) != 0) {
-        const char *eol = strchr(p, '\n');
-        unsigned long offset;
-        char line[128], *end;
-
-        ck_assert_msg(eol != NULL && (size_t)(eol - p) < sizeof line,
-                      "vector %s: unterminated or overlong line", name);
-        memcpy(line, p, (size_t)(eol - p));
-        line[eol - p] = '\0';
-        offset = strtoul(line, &end, 16);
-        ck_assert_msg(end == line + 4 && offset == n, "vector %s: bad offset in \"%s\"", name,
-                      line);
-        n += hex_decode(end, out + n, cap - n);
-        p = eol + 1;
-    }
-    return n;
-}
-
 START_TEST(test_spec_vectors_match_protocol_md)
 {
-    char *text = read_spec();
+    char *text = tv_read_spec();
     size_t i;
 
     for (i = 0; i < N_SPEC_VECTORS; i++) {
         uint8_t want[128], doc[128];
-        size_t want_len = hex_decode(spec_vectors[i].hex, want, sizeof want);
-        size_t doc_len = spec_vector_bytes(text, spec_vectors[i].name, doc, sizeof doc);
+        size_t want_len = tv_hex_decode(spec_vectors[i].hex, want, sizeof want);
+        size_t doc_len = tv_spec_vector_bytes(text, spec_vectors[i].name, doc, sizeof doc);
 
         ck_assert_msg(doc_len == want_len, "vector %s: %zu bytes in PROTOCOL.md, %zu here",
                       spec_vectors[i].name, doc_len, want_len);

@@ -20,6 +20,9 @@
  */
 #include "proto_v2.h"
 
+#include "checks.h"
+#include "vectors.h"
+
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,16 +46,6 @@ static const uint8_t key_b[32] = {0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7
                                   0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf};
 
 /* ---- helpers ---------------------------------------------------------- */
-
-/* A heap buffer of exactly len bytes (ASan then flags any access past it). */
-static uint8_t *exact_buf(size_t len, uint8_t byte)
-{
-    uint8_t *buf = malloc(len ? len : 1);
-
-    ck_assert_ptr_nonnull(buf);
-    memset(buf, byte, len ? len : 1);
-    return buf;
-}
 
 static void put16(uint8_t *p, unsigned v)
 {
@@ -102,21 +95,11 @@ static void put_body(uint8_t *body, size_t key_len, size_t value_len)
 /* A plain datagram of exactly 16 + k + v bytes on the heap. */
 static uint8_t *make_plain(uint8_t op, uint8_t flags, uint8_t status, size_t k, size_t v)
 {
-    uint8_t *buf = exact_buf(PROTO_V2_HEADER_LEN + k + v, 0);
+    uint8_t *buf = tc_exact_buf(PROTO_V2_HEADER_LEN + k + v, 0);
 
     put_header(buf, op, flags, status, 0x11223344, 0x0a0b0c0d, (unsigned)k, (unsigned)v);
     put_body(buf + PROTO_V2_HEADER_LEN, k, v);
     return buf;
-}
-
-static int all_bytes_are(const uint8_t *p, size_t len, uint8_t byte)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++)
-        if (p[i] != byte)
-            return 0;
-    return 1;
 }
 
 static void ref_key_id(const uint8_t key[32], uint8_t id[4])
@@ -160,8 +143,8 @@ static size_t ref_seal(const uint8_t key[32], const uint8_t hdr[16], uint64_t ts
 static uint8_t *make_sealed(const uint8_t key[32], uint8_t op, uint8_t flags, uint8_t status,
                             size_t k, size_t v, uint64_t ts, size_t *len)
 {
-    uint8_t hdr[16], nonce[12], *body = exact_buf(k + v, 0);
-    uint8_t *buf = exact_buf(SEALED_OVERHEAD + k + v, 0);
+    uint8_t hdr[16], nonce[12], *body = tc_exact_buf(k + v, 0);
+    uint8_t *buf = tc_exact_buf(SEALED_OVERHEAD + k + v, 0);
 
     memset(nonce, 0x3c, sizeof nonce);
     put_header(hdr, op, flags, status, 0x11223344, 0x0a0b0c0d, (unsigned)k, (unsigned)v);
@@ -177,39 +160,6 @@ static proto_v2_sealer *new_sealer(const uint8_t *key, const uint8_t *next)
 
     ck_assert_ptr_nonnull(s);
     return s;
-}
-
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes hex pairs separated by blanks; fails the test on anything else. */
-static size_t hex_decode(const char *hex, uint8_t *out, size_t cap)
-{
-    size_t n = 0;
-
-    while (*hex) {
-        int hi, lo;
-
-        if (*hex == ' ' || *hex == '\n') {
-            hex++;
-            continue;
-        }
-        hi = hex_digit(hex[0]);
-        lo = hex[1] ? hex_digit(hex[1]) : -1;
-        ck_assert_msg(hi >= 0 && lo >= 0, "bad hex near \"%.8s\"", hex);
-        ck_assert_uint_lt(n, cap);
-        out[n++] = (uint8_t)(hi << 4 | lo);
-        hex += 2;
-    }
-    return n;
 }
 
 /* A message whose every field is recognisable, to prove a failed parse
@@ -264,7 +214,7 @@ static void expect_open(proto_v2_sealer *s, const uint8_t *buf, size_t len, int 
     int got;
 
     if (buf != NULL) {
-        copy = exact_buf(len, 0);
+        copy = tc_exact_buf(len, 0);
         memcpy(copy, buf, len);
     }
     set_sentinel(&msg);
@@ -274,7 +224,7 @@ static void expect_open(proto_v2_sealer *s, const uint8_t *buf, size_t len, int 
     if (want != PROTO_OK)
         assert_sentinel(&msg);
     if (got != PROTO_OK && got != PROTO_ERR_UNKNOWN_KEY && framing_passes(buf, len))
-        ck_assert_msg(all_bytes_are(copy + 40, len - SEALED_OVERHEAD, 0),
+        ck_assert_msg(tc_all_bytes_are(copy + 40, len - SEALED_OVERHEAD, 0),
                       "%s: decrypted bytes not wiped", proto_v2_status_name(got));
     free(copy);
 }
@@ -474,7 +424,7 @@ START_TEST(test_parse_short)
     expect_parse(NULL, 0, 1, PROTO_ERR_SHORT);
     for (len = 0; len < PROTO_V2_HEADER_LEN; len++) {
         uint8_t *buf = make_plain(PROTO_V2_PING, 0, 0, 0, 0);
-        uint8_t *cut = exact_buf(len, 0);
+        uint8_t *cut = tc_exact_buf(len, 0);
 
         memcpy(cut, buf, len);
         expect_parse(cut, len, 0, PROTO_ERR_SHORT);
@@ -566,7 +516,7 @@ START_TEST(test_parse_length)
     put16(buf + 14, 5);
     /* The datagram one byte shorter or longer than its header says. */
     expect_parse(buf, 68, 0, PROTO_ERR_LENGTH);
-    longer = exact_buf(70, 0x99);
+    longer = tc_exact_buf(70, 0x99);
     memcpy(longer, buf, 69);
     expect_parse(longer, 70, 0, PROTO_ERR_LENGTH);
     free(longer);
@@ -689,7 +639,7 @@ START_TEST(test_parse_truncated_every_length)
 
     ck_assert_int_eq(model_plain(0, buf, full), PROTO_OK);
     for (len = 0; len < full; len++) {
-        uint8_t *cut = exact_buf(len, 0);
+        uint8_t *cut = tc_exact_buf(len, 0);
 
         memcpy(cut, buf, len);
         expect_parse(cut, len, 0, len < 16 ? PROTO_ERR_SHORT : PROTO_ERR_LENGTH);
@@ -709,7 +659,7 @@ START_TEST(test_parse_encode_matrix)
         size_t k, v;
     } lens[] = {{0, 0},  {1, 0},  {0, 1}, {48, 0}, {48, 5},    {64, 0},
                 {65, 0}, {64, 1}, {1, 1}, {0, 9},  {1, 65387}, {1, 65388}};
-    uint8_t *buf = exact_buf(65508, 0x33), *out = exact_buf(65508, 0);
+    uint8_t *buf = tc_exact_buf(65508, 0x33), *out = tc_exact_buf(65508, 0);
     unsigned op, status;
     size_t f, l;
 
@@ -794,7 +744,7 @@ START_TEST(test_encode_round_trip)
                            .value = msgs[i].v ? value : NULL,
                            .value_len = msgs[i].v};
         size_t total = 16 + msgs[i].k + msgs[i].v, out_len = 0;
-        uint8_t *out = exact_buf(total, FILL);
+        uint8_t *out = tc_exact_buf(total, FILL);
         proto_v2_msg back;
 
         ck_assert_int_eq(proto_v2_encode(out, total, &in, &out_len), PROTO_OK);
@@ -826,7 +776,7 @@ START_TEST(test_encode_nospace_and_invalid)
     for (cap = 0; cap < 16 + 48 + 5; cap++) {
         memset(out, FILL, sizeof out);
         ck_assert_int_eq(proto_v2_encode(out, cap, &msg, &out_len), PROTO_ERR_NOSPACE);
-        ck_assert(all_bytes_are(out, sizeof out, FILL));
+        ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
     }
     ck_assert_int_eq(proto_v2_encode(NULL, 100, &msg, &out_len), PROTO_ERR_NOSPACE);
     ck_assert_uint_eq(out_len, 12345);
@@ -853,7 +803,7 @@ START_TEST(test_encode_nospace_and_invalid)
     msg.value_len = 5;
     msg.key_len = 65536 + 48;
     ck_assert_int_eq(proto_v2_encode(out, sizeof out, &msg, &out_len), PROTO_ERR_KEY);
-    ck_assert(all_bytes_are(out, sizeof out, FILL));
+    ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
     ck_assert_uint_eq(out_len, 12345);
 }
 END_TEST
@@ -925,7 +875,7 @@ START_TEST(test_seal_round_trip)
                            .value_len = msgs[i].v,
                            .timestamp_ms = T0 + i};
         size_t total = SEALED_OVERHEAD + msgs[i].k + msgs[i].v, out_len = 0;
-        uint8_t *out = exact_buf(total, FILL), *again = exact_buf(total, FILL);
+        uint8_t *out = tc_exact_buf(total, FILL), *again = tc_exact_buf(total, FILL);
         proto_v2_msg back;
         int answer = (in.op & 0x80) != 0;
 
@@ -962,8 +912,8 @@ START_TEST(test_seal_matches_reference)
 {
     static const size_t ks[] = {1, 48, 64}, vs[] = {1, 15, 16, 17, 200, 4096};
     proto_v2_sealer *s = new_sealer(key_a, key_b);
-    uint8_t key[64], *value = exact_buf(4096, 0), *out = exact_buf(8192, 0);
-    uint8_t *ref = exact_buf(8192, 0), *body = exact_buf(8192, 0);
+    uint8_t key[64], *value = tc_exact_buf(4096, 0), *out = tc_exact_buf(8192, 0);
+    uint8_t *ref = tc_exact_buf(8192, 0), *body = tc_exact_buf(8192, 0);
     size_t a, b;
 
     put_body(key, 64, 0);
@@ -1016,7 +966,7 @@ START_TEST(test_seal_refuses_like_encode)
     for (cap = 0; cap < SEALED_OVERHEAD + 48 + 5; cap++) {
         memset(out, FILL, sizeof out);
         ck_assert_int_eq(proto_v2_seal(s, out, cap, &msg, &out_len), PROTO_ERR_NOSPACE);
-        ck_assert(all_bytes_are(out, sizeof out, FILL));
+        ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
     }
     ck_assert_int_eq(proto_v2_seal(NULL, out, sizeof out, &msg, &out_len), PROTO_ERR_INVALID);
     ck_assert_int_eq(proto_v2_seal(s, out, sizeof out, NULL, &out_len), PROTO_ERR_INVALID);
@@ -1031,7 +981,7 @@ START_TEST(test_seal_refuses_like_encode)
         want = model_fields((op & 0x80) != 0, op, 0, 0, 48, 5);
         ck_assert_int_eq(proto_v2_seal(s, out, sizeof out, &msg, &out_len), want);
         if (want != PROTO_OK)
-            ck_assert(all_bytes_are(out, sizeof out, FILL));
+            ck_assert(tc_all_bytes_are(out, sizeof out, FILL));
         memset(out, FILL, sizeof out);
     }
     msg.op = PROTO_V2_PUT;
@@ -1060,8 +1010,8 @@ END_TEST
 START_TEST(test_seal_max_size)
 {
     proto_v2_sealer *s = new_sealer(key_a, NULL);
-    uint8_t key[64], *value = exact_buf(PROTO_V2_MAX_VALUE, 0x42);
-    uint8_t *out = exact_buf(PROTO_MAX_DATAGRAM, 0);
+    uint8_t key[64], *value = tc_exact_buf(PROTO_V2_MAX_VALUE, 0x42);
+    uint8_t *out = tc_exact_buf(PROTO_MAX_DATAGRAM, 0);
     proto_v2_msg msg = {.op = 0x82,
                         .key = key,
                         .key_len = 64,
@@ -1116,7 +1066,7 @@ START_TEST(test_open_tamper_every_byte)
                         .value_len = sizeof value,
                         .timestamp_ms = T0};
     size_t len = 0, i, m, total = SEALED_OVERHEAD + 48 + 20;
-    uint8_t *good = exact_buf(total, 0), *bad = exact_buf(total, 0);
+    uint8_t *good = tc_exact_buf(total, 0), *bad = tc_exact_buf(total, 0);
 
     put_body(key, 48, 0);
     put_body(value, 0, 20);
@@ -1144,7 +1094,7 @@ START_TEST(test_open_truncated_every_length)
     proto_v2_msg msg = {
         .op = 0x82, .key = key, .key_len = 48, .value = value, .value_len = 30, .timestamp_ms = T0};
     size_t total = SEALED_OVERHEAD + 48 + 30, len = 0, n;
-    uint8_t *good = exact_buf(total, 0), *longer = exact_buf(total + 1, 0);
+    uint8_t *good = tc_exact_buf(total, 0), *longer = tc_exact_buf(total + 1, 0);
 
     put_body(key, 48, 0);
     put_body(value, 0, 30);
@@ -1335,7 +1285,7 @@ START_TEST(test_open_framing)
     big[2] = 0x05;
     expect_open(s, big, len, 0, T0, 1000, PROTO_ERR_FLAGS);
     free(big);
-    big = exact_buf(PROTO_MAX_DATAGRAM + 1, 0);
+    big = tc_exact_buf(PROTO_MAX_DATAGRAM + 1, 0);
     put_header(big, PROTO_V2_PUT, 1, 0, 0, 0, 48, PROTO_MAX_DATAGRAM + 1 - 56 - 48);
     expect_open(s, big, PROTO_MAX_DATAGRAM + 1, 0, T0, 1000, PROTO_ERR_TOO_LONG);
     free(big);
@@ -1616,7 +1566,7 @@ START_TEST(test_vector_encode_parse)
     const proto_v2_msg *m = &v->msg;
     int answer = (m->op & 0x80) != 0;
     uint8_t want[256], out[256];
-    size_t want_len = hex_decode(v->hex, want, sizeof want), out_len = 0;
+    size_t want_len = tv_hex_decode(v->hex, want, sizeof want), out_len = 0;
     proto_v2_msg back;
 
     if (!v->sealed) {
@@ -1654,66 +1604,16 @@ START_TEST(test_vector_encode_parse)
 }
 END_TEST
 
-/* Reads the whole spec into a NUL-terminated heap string. */
-static char *read_spec(void)
-{
-    const char *path = getenv("PROTOCOL_MD") ? getenv("PROTOCOL_MD") : "proto/PROTOCOL.md";
-    FILE *f = fopen(path, "r");
-    size_t cap = 1 << 20, len;
-    char *text;
-
-    ck_assert_msg(f != NULL, "cannot open %s (run from the top of the tree or set PROTOCOL_MD)",
-                  path);
-    text = malloc(cap);
-    ck_assert_ptr_nonnull(text);
-    len = fread(text, 1, cap - 1, f);
-    ck_assert_msg(!ferror(f) && feof(f), "%s: read error or larger than 1 MiB", path);
-    fclose(f);
-    text[len] = '\0';
-    return text;
-}
-
-/* The bytes of "vector NAME" in the spec: lines "OOOO  hh hh ..." up to the
- * closing fence, each offset checked against the bytes read so far. */
-static size_t spec_vector_bytes(const char *text, const char *name, uint8_t *out, size_t cap)
-{
-    char marker[64];
-    const char *p;
-    size_t n = 0;
-
-    snprintf(marker, sizeof marker, "\nvector %s\n", name);
-    p = strstr(text, marker);
-    ck_assert_msg(p != NULL, "PROTOCOL.md has no \"vector %s\"", name);
-    ck_assert_msg(strstr(p + 1, marker) == NULL, "PROTOCOL.md has \"vector %s\" twice", name);
-    p += strlen(marker);
-    while (strncmp(p, "```", 3) != 0) {
-        const char *eol = strchr(p, '\n');
-        unsigned long offset;
-        char line[128], *end;
-
-        ck_assert_msg(eol != NULL && (size_t)(eol - p) < sizeof line,
-                      "vector %s: unterminated or overlong line", name);
-        memcpy(line, p, (size_t)(eol - p));
-        line[eol - p] = '\0';
-        offset = strtoul(line, &end, 16);
-        ck_assert_msg(end == line + 4 && offset == n, "vector %s: bad offset in \"%s\"", name,
-                      line);
-        n += hex_decode(end, out + n, cap - n);
-        p = eol + 1;
-    }
-    return n;
-}
-
 START_TEST(test_vectors_match_protocol_md)
 {
-    char *text = read_spec();
+    char *text = tv_read_spec();
     uint8_t doc[256], want[256], digest[EVP_MAX_MD_SIZE];
     unsigned int digest_len = 0;
     size_t i, doc_len, want_len;
 
     for (i = 0; i < N_V2_VECTORS; i++) {
-        want_len = hex_decode(v2_vectors[i].hex, want, sizeof want);
-        doc_len = spec_vector_bytes(text, v2_vectors[i].name, doc, sizeof doc);
+        want_len = tv_hex_decode(v2_vectors[i].hex, want, sizeof want);
+        doc_len = tv_spec_vector_bytes(text, v2_vectors[i].name, doc, sizeof doc);
         ck_assert_msg(doc_len == want_len, "vector %s: %zu bytes in PROTOCOL.md, %zu here",
                       v2_vectors[i].name, doc_len, want_len);
         ck_assert_msg(memcmp(doc, want, want_len) == 0, "vector %s differs from PROTOCOL.md",
@@ -1724,13 +1624,13 @@ START_TEST(test_vectors_match_protocol_md)
      * which is how the vectors' keys begin. */
     ck_assert_int_eq(EVP_Digest("sessiond-example", 16, digest, &digest_len, EVP_sha256(), NULL),
                      1);
-    doc_len = spec_vector_bytes(text, "v2-namespace", doc, sizeof doc);
+    doc_len = tv_spec_vector_bytes(text, "v2-namespace", doc, sizeof doc);
     ck_assert_uint_eq(doc_len, PROTO_V2_NAMESPACE_LEN);
     ck_assert_mem_eq(doc, digest, PROTO_V2_NAMESPACE_LEN);
     ck_assert_mem_eq(vec_key, digest, PROTO_V2_NAMESPACE_LEN);
 
     /* The key ID of the cluster key 00..1f. */
-    doc_len = spec_vector_bytes(text, "v2-key-id", doc, sizeof doc);
+    doc_len = tv_spec_vector_bytes(text, "v2-key-id", doc, sizeof doc);
     ck_assert_uint_eq(doc_len, PROTO_V2_KEY_ID_LEN);
     ck_assert_int_eq(proto_v2_key_id(key_a, want), 0);
     ck_assert_mem_eq(doc, want, PROTO_V2_KEY_ID_LEN);

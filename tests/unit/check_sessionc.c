@@ -82,14 +82,6 @@
 
 #define LIVE_TIMEOUT_MS 2000 /* generous: the sanitizer build is slow */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void start_daemon(th_daemon *d)
 {
     ck_assert_msg(th_daemon_start(d, NULL) == 0, "sessiond did not start (SESSIOND=%s)",
@@ -712,9 +704,9 @@ START_TEST(test_timeout)
     sc_stats st;
 
     make_key(key, 4, 4);
-    t0 = now_ms();
+    t0 = th_now_ms();
     ck_assert_int_eq(sc_get(c, key, 32, buf, sizeof(buf), &len), SC_TIMEOUT);
-    elapsed = now_ms() - t0;
+    elapsed = th_now_ms() - t0;
     ck_assert_msg(elapsed >= 150 && elapsed < 1150, "timed out after %lld ms", (long long)elapsed);
     sc_get_stats(c, &st);
     ck_assert_uint_eq(st.lookups, 1);
@@ -739,7 +731,7 @@ START_TEST(test_breaker_dead_server)
 
     snprintf(list, sizeof(list), "127.0.0.1:%d", port);
     c = client_for(list, 50, 3, 60000, 60000);
-    t0 = now_ms();
+    t0 = th_now_ms();
     for (unsigned i = 0; i < 1000; i++) {
         sc_result r;
 
@@ -749,7 +741,7 @@ START_TEST(test_breaker_dead_server)
         timeouts += r == SC_TIMEOUT;
         skipped += r == SC_SKIPPED;
     }
-    elapsed = now_ms() - t0;
+    elapsed = th_now_ms() - t0;
     ck_assert_uint_le(timeouts, 5);
     ck_assert_uint_eq(timeouts, 3); /* exactly breaker_failures */
     ck_assert_uint_eq(skipped, 997);
@@ -796,17 +788,17 @@ START_TEST(test_breaker_recovery)
         make_key(other, 6, i);
         ck_assert_int_eq(sc_get(c, other, 32, buf, sizeof(buf), &len), SC_TIMEOUT);
     }
-    opened = now_ms();
+    opened = th_now_ms();
     ck_assert_int_eq(sc_get(c, key, 32, buf, sizeof(buf), &len), SC_SKIPPED);
     ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
 
     /* Wait for the back-off to pass: the condition is the breaker letting a
      * lookup through; polled every 2 ms, bounded at 3 s. */
     deadline = opened + 3000;
-    while (now_ms() < deadline) {
+    while (th_now_ms() < deadline) {
         r = sc_get(c, key, 32, buf, sizeof(buf), &len);
         if (r != SC_SKIPPED) {
-            probed = now_ms();
+            probed = th_now_ms();
             break;
         }
         poll(NULL, 0, 2);
@@ -874,8 +866,8 @@ START_TEST(test_breaker_one_probe)
      * breaker's own deadline, read without consuming the probe. */
     until = atomic_load(&c->servers[0].breaker.open_until_ns);
     ck_assert(until != 0);
-    deadline = now_ms() + 3000;
-    while (sc_now_ns() < until && now_ms() < deadline)
+    deadline = th_now_ms() + 3000;
+    while (sc_now_ns() < until && th_now_ms() < deadline)
         poll(NULL, 0, 5);
     ck_assert(sc_now_ns() >= until);
 
@@ -997,7 +989,7 @@ START_TEST(test_failover_refused)
     start_daemon(&d);
     snprintf(list, sizeof(list), "127.0.0.1:%d,127.0.0.1:%d", refused_port(), d.port);
     c = client_for(list, 5000, 3, 60000, 60000);
-    t0 = now_ms();
+    t0 = th_now_ms();
     for (unsigned i = 0; i < KEYS; i++) {
         sc_result r;
 
@@ -1010,7 +1002,7 @@ START_TEST(test_failover_refused)
         if (i >= KEYS - 20)
             ok_tail += r == SC_OK;
     }
-    elapsed = now_ms() - t0;
+    elapsed = th_now_ms() - t0;
     ck_assert_msg(elapsed < 5000, "took %lld ms: a timeout was waited out", (long long)elapsed);
     ck_assert_uint_eq(ok_tail, 20); /* the breaker has moved every key by then */
     sc_get_stats(c, &st);

@@ -1,0 +1,63 @@
+/* backend_redis.h — a shared Redis (or Valkey) behind the backend vtable.
+ *
+ * hiredis' asynchronous API runs on the daemon's libevent base, so nothing
+ * ever blocks the loop; see backend_redis.c for the protocol, the sealing
+ * and the failure rules (down or slow Redis completes UNAVAILABLE fast).
+ */
+#ifndef SESSIOND_BACKEND_REDIS_H
+#define SESSIOND_BACKEND_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+struct event_base;
+
+/* "sd:" and 32 hex digits (the first 128 bits of the keyed hash). */
+#define BACKEND_REDIS_NAME_LEN 35
+/* Sealed value = plaintext + this: format byte, key ID, salt, tag. */
+#define BACKEND_REDIS_SEAL_OVERHEAD (1 + 4 + 16 + 16)
+
+#define BACKEND_REDIS_DEFAULT_OP_TIMEOUT_MS      50
+#define BACKEND_REDIS_DEFAULT_MAX_INFLIGHT       1024
+#define BACKEND_REDIS_DEFAULT_CONNECT_TIMEOUT_MS 1000
+#define BACKEND_REDIS_DEFAULT_BACKOFF_MIN_MS     50
+#define BACKEND_REDIS_DEFAULT_BACKOFF_MAX_MS     2000
+#define BACKEND_REDIS_DEFAULT_STALL_MS           1000
+
+typedef struct backend_redis_config {
+    const char *target;         /* "redis://HOST:PORT" (HOST may be [IPv6]) */
+    const uint8_t *cluster_key; /* 32 bytes (PROTO_V2_CLUSTER_KEY_LEN); subkeys derived, not kept */
+    const char *password;       /* AUTH password, NULL for none; copied and wiped on free */
+    /* 0 means the default above, for each of these. */
+    uint32_t op_timeout_ms;      /* an op not answered by then completes UNAVAILABLE */
+    uint32_t max_inflight;       /* ops sent and unanswered; beyond, UNAVAILABLE at once */
+    uint32_t connect_timeout_ms; /* TCP connect + AUTH */
+    uint32_t backoff_min_ms;     /* first reconnect delay, doubled per failure ... */
+    uint32_t backoff_max_ms;     /* ... up to this */
+    uint32_t stall_ms;           /* oldest op unanswered this long: drop and reconnect */
+} backend_redis_config;
+
+/* Parses "redis://HOST:PORT". Returns 0, or -1 with a one-line reason in
+ * err (naming the target). host gets HOST without brackets. */
+int backend_redis_parse_target(const char *target, char *host, size_t host_cap, int *port,
+                               char *err, size_t err_cap);
+
+/* Validates the config, resolves HOST once (getaddrinfo: the only blocking
+ * call, made here at startup, never in an operation) and starts connecting.
+ * Returns the backend, which is usable at once (ops complete UNAVAILABLE
+ * until the connection is up), or NULL with a one-line reason in err. */
+backend *backend_redis_new(struct event_base *base, const backend_redis_config *cfg, char *err,
+                           size_t err_cap);
+
+/* 1 once connected (and authenticated), else 0. */
+int backend_redis_is_up(const backend *b);
+
+/* Writes the Redis key name of `key` (NUL-terminated, BACKEND_REDIS_NAME_LEN
+ * characters) into out. For tests and operators (redis-cli). Returns 0, or
+ * -1 for a bad key. */
+int backend_redis_key_name(const backend *b, const uint8_t *key, size_t key_len,
+                           char out[BACKEND_REDIS_NAME_LEN + 1]);
+
+#endif
