@@ -38,7 +38,7 @@ endif
 # Debian packages: what building needs, and what the test suite runs against.
 DEPS_BUILD := libevent-dev libssl-dev libhiredis-dev pkg-config
 DEPS_TEST  := check openssl stunnel4 cppcheck clang libclang-rt-14-dev memcached \
-              redis-server redis-sentinel
+              redis-server redis-sentinel nginx-light haproxy
 DEPS_BENCH := gnuplot-nox
 
 PKG_CONFIG ?= pkg-config
@@ -157,8 +157,10 @@ $(LIBSC_A): $(call obj,$(CLIENT_SRC) $(PROTO_SRC))
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(LIBSC_SO): $(call obj,$(CLIENT_SRC) $(PROTO_SRC))
-	$(CC) -shared -Wl,-soname,libsessionc.so.$(SOVERSION) -o $@ $^ $(ALL_LDFLAGS) $(SSL_LIBS) -lpthread
+$(LIBSC_SO): $(call obj,$(CLIENT_SRC) $(PROTO_SRC)) client/libsessionc.map
+	$(CC) -shared -Wl,-soname,libsessionc.so.$(SOVERSION) \
+	    -Wl,--version-script=client/libsessionc.map -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) \
+	    $(SSL_LIBS) -lpthread
 	ln -sf libsessionc.so.$(SOVERSION) $(BUILD)/libsessionc.so
 
 $(PCFILE): client/libsessionc.pc.in Makefile

@@ -42,6 +42,10 @@
  * whole into a buffer of the pending state sized with a MSG_PEEK first, so
  * a session of any size arrives in one round trip.
  *
+ * With anti_replay, a lookup for a TLS 1.3 handshake is a TAKE instead of a
+ * GET (as in the blocking mode): the entry is gone from the cluster once
+ * this handshake has it, even when the handshake then fails.
+ *
  * Known limits: OpenSSL has a single ClientHello callback per SSL_CTX, so
  * async mode takes it; an application with its own calls
  * sc_client_hello_cb from it. The internal session cache is still searched
@@ -224,7 +228,9 @@ static void sc_pending_poll(sc_pending *p, sc_thread *t)
             sc_pending_finish(p);
             return;
         case SC_ANS_NOT_FOUND:
-        case SC_ANS_REFUSED: /* no daemon refuses a GET; a miss either way */
+        case SC_ANS_REFUSED:     /* no daemon refuses a GET; a miss either way */
+        case SC_ANS_EXISTS:      /* not an answer to a lookup; a miss */
+        case SC_ANS_UNAVAILABLE: /* a TAKE the daemon could not do: a miss */
             sc_breaker_success(breaker, p->how, &client->opt);
             sc_count(t, SC_C_MISSES);
             sc_pending_finish(p);
@@ -310,13 +316,15 @@ static int sc_hello_psk_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len)
     return 0;
 }
 
-/* The ID OpenSSL is going to look up for this ClientHello, if any. */
-static int sc_hello_lookup_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len)
+/* The ID OpenSSL is going to look up for this ClientHello, if any, and
+ * whether the handshake will be TLS 1.3 (*tls13). */
+static int sc_hello_lookup_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len, int *tls13)
 {
     const unsigned char *sid, *ext;
     size_t sid_len, ext_len;
 
-    if (sc_hello_is_tls13(ssl))
+    *tls13 = sc_hello_is_tls13(ssl);
+    if (*tls13)
         return sc_hello_psk_id(ssl, id, id_len);
     sid_len = SSL_client_hello_get0_session_id(ssl, &sid);
     if (sid_len == 0 || sid_len > SC_KEY_LEN)
@@ -330,7 +338,8 @@ static int sc_hello_lookup_id(SSL *ssl, uint8_t id[SC_KEY_LEN], size_t *id_len)
     return 1;
 }
 
-static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8_t *ns,
+/* op: PROTO_V2_GET, or PROTO_V2_TAKE (anti-replay, TLS 1.3). */
+static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, uint8_t op, const uint8_t *ns,
                                     const uint8_t *id, size_t id_len)
 {
     sc_pending *p = calloc(1, sizeof(*p));
@@ -342,7 +351,7 @@ static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8
     p->state = SC_PENDING_DONE;
     memcpy(p->id, id, id_len);
     p->id_len = id_len;
-    p->req.op = PROTO_V2_GET;
+    p->req.op = op;
     p->req.key = &p->key;
     if (sc_key_make(client, ns, id, id_len, &p->key) < 0 ||
         sc_build(t, &p->req, 0, NULL, 0, 0, p->request, sizeof(p->request), &p->request_len) !=
@@ -354,6 +363,8 @@ static sc_pending *sc_pending_start(sc_client *client, sc_thread *t, const uint8
     p->norder = sc_servers_order(client, p->key.hash, p->order);
     p->deadline_ns = sc_now_ns() + (int64_t)client->opt.timeout_ms * 1000000;
     sc_count(t, SC_C_LOOKUPS);
+    if (op == PROTO_V2_TAKE)
+        sc_count(t, SC_C_TAKES);
     sc_pending_send(p, t);
     return p;
 }
@@ -364,12 +375,14 @@ int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
     int index = sc_ssl_pending_index();
     uint8_t id[SC_KEY_LEN];
     size_t id_len = 0;
+    int tls13 = 0;
+    uint8_t op;
     sc_pending *p;
     sc_thread *t;
 
     (void)alert;
     (void)arg;
-    if (client == NULL || index < 0 || !sc_hello_lookup_id(ssl, id, &id_len))
+    if (client == NULL || index < 0 || !sc_hello_lookup_id(ssl, id, &id_len, &tls13))
         return SSL_CLIENT_HELLO_SUCCESS; /* nothing OpenSSL will look up */
     t = sc_thread_get(client);
     if (t == NULL)
@@ -383,7 +396,10 @@ int sc_client_hello_cb(SSL *ssl, int *alert, void *arg)
         p = NULL;
     }
     if (p == NULL) {
-        p = sc_pending_start(client, t, sc_ctx_namespace(SSL_get_SSL_CTX(ssl), client), id, id_len);
+        /* Anti-replay: a TLS 1.3 ticket resumes once in the whole cluster. */
+        op = client->opt.anti_replay && tls13 ? PROTO_V2_TAKE : PROTO_V2_GET;
+        p = sc_pending_start(client, t, op, sc_ctx_namespace(SSL_get_SSL_CTX(ssl), client), id,
+                             id_len);
         if (p == NULL)
             return SSL_CLIENT_HELLO_SUCCESS; /* out of memory: a full handshake */
         if (!SSL_set_ex_data(ssl, index, p)) {

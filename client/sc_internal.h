@@ -9,7 +9,10 @@
  *   sc_servers.c  the server list (parsing, resolution), rendezvous order of
  *                 servers for a key, and the per-server circuit breaker;
  *   sc_ssl.c      sc_attach and the blocking OpenSSL session callbacks;
- *   sc_async.c    the event-loop mode (ClientHello callback + pending state).
+ *   sc_async.c    the event-loop mode (ClientHello callback + pending state);
+ *   sc_tickets.c  shared session-ticket keys: fetching the ring, the
+ *                 refresh thread, the ticket-key callback;
+ *   sc_antireplay.c  0-RTT anti-replay: the early-data callback.
  *
  * None of this is part of the ABI (the declarations below are hidden from
  * libsessionc.so's symbol table); the unit test links the static archive and
@@ -68,6 +71,19 @@ enum sc_counter {
     SC_C_TOO_LARGE,
     SC_C_AUTH_FAILURES,
     SC_C_LATE_ANSWERS,
+    SC_C_TICKETS_ISSUED,
+    SC_C_TICKETS_NO_KEY,
+    SC_C_TICKETS_CURRENT,
+    SC_C_TICKETS_OLD,
+    SC_C_TICKETS_NEXT,
+    SC_C_TICKETS_UNKNOWN,
+    SC_C_TICKETS_RENEWED,
+    SC_C_RING_REFRESHES,
+    SC_C_RING_REFRESH_FAILURES,
+    SC_C_EARLY_ACCEPTED,
+    SC_C_EARLY_REPLAYED,
+    SC_C_EARLY_UNAVAILABLE,
+    SC_C_TAKES,
     SC_C_COUNT
 };
 
@@ -142,6 +158,24 @@ typedef struct sc_reply {
     size_t datagram_len;
 } sc_reply;
 
+/* One immutable ticket-key ring, shared by every handshake that took a
+ * reference (sc_tickets.c). */
+typedef struct sc_ring_snap sc_ring_snap;
+
+/* The ticket-key state of a client (sc_tickets.c): the lock and condition
+ * are set up by sc_client_new, the ring and the refresh thread come with
+ * the first sc_attach_ticket_keys. `lock` guards `snap` (held only to copy
+ * the pointer and bump its reference count) and the thread's control
+ * fields. */
+typedef struct sc_tickets {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* signalled by sc_client_free: stop now */
+    sc_ring_snap *snap;  /* the ring in use, or NULL before the first fetch */
+    pthread_t thread;
+    int started; /* the refresh thread runs (under lock) */
+    int stop;    /* asked to stop (under lock) */
+} sc_tickets;
+
 struct sc_client {
     sc_options opt; /* key_file and next_key_file are NULL: the keys are below */
     uint8_t key[PROTO_V2_CLUSTER_KEY_LEN];
@@ -153,6 +187,7 @@ struct sc_client {
     pthread_mutex_t threads_lock;
     sc_thread *threads;           /* every live sc_thread of this client */
     uint64_t retired[SC_C_COUNT]; /* counters of threads that have exited */
+    sc_tickets tickets;
 };
 
 /* --- sc_servers.c --- */
@@ -201,10 +236,11 @@ static inline void sc_count(sc_thread *t, enum sc_counter c)
 void sc_count_client(sc_client *client, enum sc_counter c);
 
 /* A keyed operation with an explicit namespace: what the SSL callbacks and
- * the raw functions share. op is PROTO_V2_GET, _PUT or _DEL; `wait` asks
- * for the answer of a put or delete (v2 only; a get always waits). On SC_OK
- * for a get, reply->value points into the thread's receive buffer: use it,
- * then call sc_reply_done before the thread's next operation. */
+ * the raw functions share. op is PROTO_V2_GET, _PUT, _DEL, _TAKE or _ADD;
+ * `wait` asks for the answer of a put or delete (v2 only; a get, take or
+ * add always waits, and take and add are v2 only). On SC_OK for a get or a
+ * take, reply->value points into the thread's receive buffer: use it, then
+ * call sc_reply_done before the thread's next operation. */
 typedef struct sc_op {
     uint8_t op;
     const uint8_t *ns; /* SC_NAMESPACE_LEN bytes; ignored in v1 */
@@ -220,6 +256,18 @@ sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply);
 
 /* Wipes what the answer left in the buffer it was received into. */
 void sc_reply_done(const sc_reply *reply);
+
+/* A keyless request (PING, STATS, KEYS) to server number `server`, whatever
+ * its breaker says, waiting until deadline_ns. SC_OK (reply filled; on
+ * success *rtt_ns, when not NULL, is the round trip), SC_TIMEOUT, SC_REFUSED
+ * (answered NOT_FOUND or REFUSED), SC_UNAVAILABLE, SC_ERR_ARG (no such
+ * server, or v1) or SC_ERR_SYSTEM (errno set). The caller judges the
+ * breaker. */
+sc_result sc_call_server(sc_client *client, size_t server, uint8_t op, int64_t deadline_ns,
+                         sc_reply *reply, uint64_t *rtt_ns);
+
+/* Errors that blame the server (or the way to it) for the breaker. */
+int sc_errno_blames_server(int err);
 
 /* --- sc_wire.c --- */
 
@@ -277,15 +325,17 @@ int sc_udp_open(const sc_server *server, unsigned rcvtimeo_ms);
 int sc_send_datagram(int fd, const uint8_t *dgram, size_t len, int *stale_refusal);
 
 typedef enum sc_answer {
-    SC_ANS_OK,        /* our answer, status OK (v1: found); reply filled */
-    SC_ANS_NOT_FOUND, /* our answer: no such entry */
-    SC_ANS_REFUSED,   /* our answer: the daemon refused (v2 PUT) */
-    SC_ANS_STALE,     /* a genuine answer to an earlier request: discarded */
-    SC_ANS_MALFORMED, /* not an answer we can parse, or not to what we asked */
-    SC_ANS_AUTH,      /* did not open with our keys / outside the window / plaintext
-                         while we hold a key: discarded */
-    SC_ANS_AGAIN,     /* nothing queued (or, from sc_wait_answer, timed out) */
-    SC_ANS_ERROR,     /* recv failed (errno set; ECONNREFUSED: nobody listens) */
+    SC_ANS_OK,          /* our answer, status OK (v1: found); reply filled */
+    SC_ANS_NOT_FOUND,   /* our answer: no such entry */
+    SC_ANS_REFUSED,     /* our answer: the daemon refused (v2 PUT) */
+    SC_ANS_EXISTS,      /* our answer: ADD found an entry there */
+    SC_ANS_UNAVAILABLE, /* our answer: the daemon cannot answer now (TAKE/ADD/KEYS) */
+    SC_ANS_STALE,       /* a genuine answer to an earlier request: discarded */
+    SC_ANS_MALFORMED,   /* not an answer we can parse, or not to what we asked */
+    SC_ANS_AUTH,        /* did not open with our keys / outside the window / plaintext
+                           while we hold a key: discarded */
+    SC_ANS_AGAIN,       /* nothing queued (or, from sc_wait_answer, timed out) */
+    SC_ANS_ERROR,       /* recv failed (errno set; ECONNREFUSED: nobody listens) */
 } sc_answer;
 
 /* Judges one received datagram buf[0..len) against req, opening it in
@@ -330,6 +380,28 @@ SSL_SESSION *sc_async_get_session_cb(SSL *ssl, const unsigned char *id, int id_l
 /* Allocates the SSL ex_data index of the pending state (under the same
  * pthread_once as the SSL_CTX index); returns it, or -1. */
 int sc_async_new_index(void);
+
+/* --- sc_tickets.c --- */
+
+/* Sets up client->tickets (sc_client_new). Returns 0 or -1. */
+int sc_tickets_init(sc_client *client);
+
+/* Undoes sc_attach_ticket_keys on ctx (sc_detach). Returns 0, or -1 when
+ * ctx had no ticket keys of ours. */
+int sc_tickets_detach(SSL_CTX *ctx);
+
+/* Stops and joins the refresh thread (if any), drops the ring (wiped) and
+ * destroys the lock and condition: the first thing sc_client_free does. */
+void sc_tickets_shutdown(sc_client *client);
+
+/* --- sc_antireplay.c --- */
+
+/* Installs the early-data callback on ctx (anti_replay clients). Returns 0,
+ * or -1 (the callback is installed anyway; sc_detach may not remove it). */
+int sc_antireplay_install(sc_client *client, SSL_CTX *ctx);
+
+/* Removes it again if it is ours (sc_detach). */
+void sc_antireplay_remove(SSL_CTX *ctx);
 
 #pragma GCC visibility pop
 

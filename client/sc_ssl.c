@@ -9,7 +9,9 @@
  *   session ID (v1: the ID zero-padded), PUT with the session's timeout and
  *   flag NO_REPLY, wipe, return 0: we kept no reference, so OpenSSL drops
  *   the one it took for us.
- * - get session: a GET that waits at most the timeout; the answer is
+ * - get session: a GET (with anti_replay and TLS 1.3: a TAKE, so a
+ *   stateful ticket resumes at most once in the whole cluster) that waits
+ *   at most the timeout; the answer is
  *   decoded with d2i_SSL_SESSION straight from the thread's receive buffer
  *   (no copy), checked to carry the ID asked for (v1 pads IDs with zeros,
  *   so "ab" and "ab\0" share a key there), *copy = 0 (the new object is
@@ -240,6 +242,9 @@ static SSL_SESSION *sc_get_session_cb(SSL *ssl, const unsigned char *id, int id_
     *copy = 0;
     if (client == NULL || id_len <= 0 || id_len > SC_KEY_LEN)
         return NULL;
+    /* By the time OpenSSL looks a TLS 1.3 PSK up, the version is chosen. */
+    if (client->opt.anti_replay && SSL_version(ssl) == TLS1_3_VERSION)
+        op.op = PROTO_V2_TAKE;
     op.ns = sc_ctx_namespace(SSL_get_SSL_CTX(ssl), client);
     op.id = id;
     op.id_len = (size_t)id_len;
@@ -301,18 +306,26 @@ int sc_attach(sc_client *client, SSL_CTX *ctx, int flags)
     }
     SSL_CTX_set_session_cache_mode(ctx,
                                    SSL_CTX_get_session_cache_mode(ctx) | SSL_SESS_CACHE_SERVER);
+    if (client->opt.anti_replay && sc_antireplay_install(client, ctx) < 0)
+        return -1;
     return 0;
 }
 
 int sc_detach(SSL_CTX *ctx)
 {
-    if (ctx == NULL || !sc_indexes_ready() || SSL_CTX_get_ex_data(ctx, sc_ctx_index) == NULL)
-        return -1;
+    int had_tickets = sc_tickets_detach(ctx) == 0;
+
+    if (ctx == NULL || !sc_indexes_ready() || SSL_CTX_get_ex_data(ctx, sc_ctx_index) == NULL) {
+        if (had_tickets)
+            sc_antireplay_remove(ctx);
+        return had_tickets ? 0 : -1;
+    }
     SSL_CTX_sess_set_new_cb(ctx, NULL);
     SSL_CTX_sess_set_get_cb(ctx, NULL);
     SSL_CTX_sess_set_remove_cb(ctx, NULL);
     if (SSL_CTX_get_ex_data(ctx, sc_ctx_async_index) != NULL)
         SSL_CTX_set_client_hello_cb(ctx, NULL, NULL);
+    sc_antireplay_remove(ctx);
     SSL_CTX_set_ex_data(ctx, sc_ctx_index, NULL);
     SSL_CTX_set_ex_data(ctx, sc_ctx_async_index, NULL);
     return 0;

@@ -25,8 +25,8 @@
  *    discarded, counted, and the wait goes on. In v2 this check comes after
  *    authentication, so a forgery can never pass for a late answer;
  * 4. an answer with our ID but another op or another echoed key is
- *    malformed (a confused or hostile daemon), as is any status but OK,
- *    NOT_FOUND and REFUSED.
+ *    malformed (a confused or hostile daemon), as is any status the codec
+ *    does not know (OK, NOT_FOUND, REFUSED, EXISTS, UNAVAILABLE).
  *
  * Every answer lands whole in the thread's receive buffer (SC_RECV_CAP
  * bytes, allocated on first use: 64 KiB of address space per thread and
@@ -275,6 +275,10 @@ sc_answer sc_judge(sc_thread *t, const sc_request *req, uint8_t *buf, size_t len
         return SC_ANS_NOT_FOUND;
     case PROTO_V2_ST_REFUSED:
         return SC_ANS_REFUSED;
+    case PROTO_V2_ST_EXISTS:
+        return SC_ANS_EXISTS;
+    case PROTO_V2_ST_UNAVAILABLE:
+        return SC_ANS_UNAVAILABLE;
     default:
         return SC_ANS_MALFORMED; /* the codec admits no other status; kept as a guard */
     }

@@ -28,6 +28,11 @@
  * daemon) moves on to the next server within the same deadline. Both count
  * as breaker failures.
  *
+ * Takes (atomic get-and-delete) and adds (add-if-absent), v2 only, always
+ * wait for their answer like a get; a daemon whose shared store is down
+ * answers UNAVAILABLE, which ends the operation without blaming the daemon
+ * (no breaker failure, no other server: they share that store).
+ *
  * Puts and removes from the SSL callbacks and the raw sc_put/sc_remove are
  * fire and forget: one non-blocking send, flag NO_REPLY in v2 (v1 has no
  * answer to them at all). A value that does not fit one datagram is refused
@@ -75,6 +80,8 @@ void sc_options_init(sc_options *opt)
     opt->next_key_file = NULL;
     opt->window_ms = PROTO_V2_DEFAULT_WINDOW_MS;
     memset(opt->default_namespace, 0, sizeof(opt->default_namespace));
+    opt->anti_replay = 0;
+    opt->ticket_refresh_ms = 0;
 }
 
 const char *sc_result_name(sc_result result)
@@ -96,6 +103,10 @@ const char *sc_result_name(sc_result result)
         return "system error";
     case SC_REFUSED:
         return "refused";
+    case SC_EXISTS:
+        return "exists";
+    case SC_UNAVAILABLE:
+        return "unavailable";
     }
     return "unknown";
 }
@@ -233,8 +244,7 @@ static int sc_errno_is_transient(int err)
            err == EHOSTUNREACH || err == ENETUNREACH || err == EINTR;
 }
 
-/* Errors that blame the server (or the way to it) for the breaker. */
-static int sc_errno_blames_server(int err)
+int sc_errno_blames_server(int err)
 {
     return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH;
 }
@@ -291,6 +301,10 @@ static int sc_options_check(const sc_options *opt, char *err, size_t errlen)
         sc_set_error(err, errlen, "window_ms must be at least 1");
         return -1;
     }
+    if (opt->protocol == 1 && opt->anti_replay) {
+        sc_set_error(err, errlen, "anti_replay needs protocol 2 (take and add are v2 only)");
+        return -1;
+    }
     return 0;
 }
 
@@ -338,6 +352,12 @@ sc_client *sc_client_new(const char *servers, const sc_options *opt, char *err, 
         sc_servers_free(client->servers, client->nservers);
         goto fail;
     }
+    if (sc_tickets_init(client) < 0) {
+        sc_set_error(err, errlen, "cannot initialise the ticket-key lock");
+        pthread_key_delete(client->thread_key);
+        sc_servers_free(client->servers, client->nservers);
+        goto fail;
+    }
     pthread_mutex_init(&client->threads_lock, NULL);
     return client;
 
@@ -354,6 +374,9 @@ void sc_client_free(sc_client *client)
 
     if (client == NULL)
         return;
+    /* The refresh thread uses the client like any other thread: it goes
+     * first, and its thread record folds into retired when it exits. */
+    sc_tickets_shutdown(client);
     /* Deleting the key first means no destructor runs for it any more; the
      * records still listed belong to threads that are alive (or gone
      * without a destructor) and are freed here. */
@@ -397,6 +420,19 @@ void sc_get_stats(sc_client *client, sc_stats *out)
     out->too_large = sum[SC_C_TOO_LARGE];
     out->auth_failures = sum[SC_C_AUTH_FAILURES];
     out->late_answers = sum[SC_C_LATE_ANSWERS];
+    out->tickets_issued = sum[SC_C_TICKETS_ISSUED];
+    out->tickets_no_key = sum[SC_C_TICKETS_NO_KEY];
+    out->tickets_current = sum[SC_C_TICKETS_CURRENT];
+    out->tickets_old = sum[SC_C_TICKETS_OLD];
+    out->tickets_next = sum[SC_C_TICKETS_NEXT];
+    out->tickets_unknown = sum[SC_C_TICKETS_UNKNOWN];
+    out->tickets_renewed = sum[SC_C_TICKETS_RENEWED];
+    out->ring_refreshes = sum[SC_C_RING_REFRESHES];
+    out->ring_refresh_failures = sum[SC_C_RING_REFRESH_FAILURES];
+    out->early_accepted = sum[SC_C_EARLY_ACCEPTED];
+    out->early_replayed = sum[SC_C_EARLY_REPLAYED];
+    out->early_unavailable = sum[SC_C_EARLY_UNAVAILABLE];
+    out->takes = sum[SC_C_TAKES];
 }
 
 /* --- operations --- */
@@ -436,6 +472,7 @@ static sc_result sc_call(sc_client *client, sc_thread *t, const sc_request *req,
     int64_t deadline = now + (int64_t)client->opt.timeout_ms * 1000000;
     int saved_errno = 0;
     size_t n = sc_servers_order(client, req->key->hash, order);
+    int lookup = req->op == PROTO_V2_GET || req->op == PROTO_V2_TAKE;
 
     for (size_t k = 0; k < n; k++) {
         size_t i = order[k];
@@ -471,12 +508,12 @@ static sc_result sc_call(sc_client *client, sc_thread *t, const sc_request *req,
         switch (answer) {
         case SC_ANS_OK:
             sc_breaker_success(breaker, how, &client->opt);
-            if (req->op == PROTO_V2_GET)
+            if (lookup)
                 sc_count(t, SC_C_HITS);
             return SC_OK;
         case SC_ANS_NOT_FOUND:
             sc_breaker_success(breaker, how, &client->opt);
-            if (req->op == PROTO_V2_GET)
+            if (lookup)
                 sc_count(t, SC_C_MISSES);
             return SC_NOT_FOUND;
         case SC_ANS_REFUSED:
@@ -484,9 +521,20 @@ static sc_result sc_call(sc_client *client, sc_thread *t, const sc_request *req,
              * that is not loopback (the daemon will not amplify): for a
              * handshake that is a miss. */
             sc_breaker_success(breaker, how, &client->opt);
-            if (req->op == PROTO_V2_GET)
+            if (lookup)
                 sc_count(t, SC_C_MISSES);
             return SC_REFUSED;
+        case SC_ANS_EXISTS:
+            sc_breaker_success(breaker, how, &client->opt);
+            return SC_EXISTS;
+        case SC_ANS_UNAVAILABLE:
+            /* The daemon is fine, its shared store is not: no breaker
+             * failure, and no other server either (they share the store
+             * that failed, or, without one, do not hold this key). */
+            sc_breaker_success(breaker, how, &client->opt);
+            if (lookup)
+                sc_count(t, SC_C_MISSES);
+            return SC_UNAVAILABLE;
         case SC_ANS_AGAIN:
             sc_breaker_failure(breaker, how, now, &client->opt);
             sc_count(t, SC_C_TIMEOUTS);
@@ -558,7 +606,8 @@ static sc_result sc_send_oneway(sc_client *client, sc_thread *t, const sc_key *k
 
 sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply)
 {
-    int wait = op->op == PROTO_V2_GET || op->wait;
+    int atomic_op = op->op == PROTO_V2_TAKE || op->op == PROTO_V2_ADD;
+    int wait = op->op == PROTO_V2_GET || atomic_op || op->wait;
     enum sc_counter sent;
     sc_request req;
     sc_result result;
@@ -569,18 +618,19 @@ sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply)
 
     memset(reply, 0, sizeof(*reply));
     if (client == NULL ||
-        (op->op != PROTO_V2_GET && op->op != PROTO_V2_PUT && op->op != PROTO_V2_DEL))
+        (op->op != PROTO_V2_GET && op->op != PROTO_V2_PUT && op->op != PROTO_V2_DEL && !atomic_op))
         return SC_ERR_ARG;
     if (wait && op->op != PROTO_V2_GET && client->opt.protocol == 1)
-        return SC_ERR_ARG; /* v1 never answers a put or a remove */
-    if (op->op == PROTO_V2_PUT && (op->value == NULL || op->value_len == 0))
+        return SC_ERR_ARG; /* v1 never answers a put or a remove, and has no take or add */
+    if ((op->op == PROTO_V2_PUT || op->op == PROTO_V2_ADD) &&
+        (op->value == NULL || op->value_len == 0))
         return SC_ERR_ARG;
     if (sc_key_make(client, op->ns, op->id, op->id_len, &key) < 0)
         return SC_ERR_ARG;
     t = sc_thread_get(client);
     if (t == NULL)
         return SC_ERR_SYSTEM;
-    if (op->op == PROTO_V2_GET)
+    if (op->op == PROTO_V2_GET || op->op == PROTO_V2_TAKE)
         sc_count(t, SC_C_LOOKUPS);
     if (op->value_len > sc_max_value(client)) {
         sc_count(t, SC_C_TOO_LARGE);
@@ -601,9 +651,10 @@ sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply)
         sc_count(t, result == SC_ERR_TOO_LARGE ? SC_C_TOO_LARGE : SC_C_ERRORS);
         return result;
     }
-    sent = op->op == PROTO_V2_PUT   ? SC_C_STORES
-           : op->op == PROTO_V2_DEL ? SC_C_REMOVES
-                                    : SC_C_COUNT;
+    sent = op->op == PROTO_V2_PUT    ? SC_C_STORES
+           : op->op == PROTO_V2_DEL  ? SC_C_REMOVES
+           : op->op == PROTO_V2_TAKE ? SC_C_TAKES
+                                     : SC_C_COUNT;
     if (wait)
         result = sc_call(client, t, &req, dgram, len, sent, reply);
     else
@@ -614,10 +665,11 @@ sc_result sc_run(sc_client *client, const sc_op *op, sc_reply *reply)
 
 /* --- the public raw operations --- */
 
-sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *buf, size_t cap,
-                 size_t *value_len)
+/* GET or TAKE into the caller's buffer. */
+static sc_result sc_fetch(sc_client *client, uint8_t op_code, const uint8_t *id, size_t id_len,
+                          uint8_t *buf, size_t cap, size_t *value_len)
 {
-    sc_op op = {.op = PROTO_V2_GET, .id = id, .id_len = id_len};
+    sc_op op = {.op = op_code, .id = id, .id_len = id_len};
     sc_reply reply;
     sc_result r;
 
@@ -638,10 +690,22 @@ sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *b
     return r;
 }
 
-static sc_result sc_store(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
-                          size_t value_len, unsigned ttl_seconds, int wait)
+sc_result sc_get(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *buf, size_t cap,
+                 size_t *value_len)
 {
-    sc_op op = {.op = PROTO_V2_PUT,
+    return sc_fetch(client, PROTO_V2_GET, id, id_len, buf, cap, value_len);
+}
+
+sc_result sc_take(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *buf, size_t cap,
+                  size_t *value_len)
+{
+    return sc_fetch(client, PROTO_V2_TAKE, id, id_len, buf, cap, value_len);
+}
+
+static sc_result sc_store(sc_client *client, uint8_t op_code, const uint8_t *id, size_t id_len,
+                          const uint8_t *value, size_t value_len, unsigned ttl_seconds, int wait)
+{
+    sc_op op = {.op = op_code,
                 .id = id,
                 .id_len = id_len,
                 .value = value,
@@ -662,13 +726,19 @@ static sc_result sc_store(sc_client *client, const uint8_t *id, size_t id_len, c
 sc_result sc_put(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
                  size_t value_len, unsigned ttl_seconds)
 {
-    return sc_store(client, id, id_len, value, value_len, ttl_seconds, 0);
+    return sc_store(client, PROTO_V2_PUT, id, id_len, value, value_len, ttl_seconds, 0);
 }
 
 sc_result sc_put_wait(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
                       size_t value_len, unsigned ttl_seconds)
 {
-    return sc_store(client, id, id_len, value, value_len, ttl_seconds, 1);
+    return sc_store(client, PROTO_V2_PUT, id, id_len, value, value_len, ttl_seconds, 1);
+}
+
+sc_result sc_add(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
+                 size_t value_len, unsigned ttl_seconds)
+{
+    return sc_store(client, PROTO_V2_ADD, id, id_len, value, value_len, ttl_seconds, 1);
 }
 
 static sc_result sc_delete(sc_client *client, const uint8_t *id, size_t id_len, int wait)
@@ -707,10 +777,11 @@ const char *sc_server_name(const sc_client *client, size_t server)
     return client != NULL && server < client->nservers ? client->servers[server].name : NULL;
 }
 
-/* PING or STATS to one server, whatever its breaker says: a tool wants to
- * know how the server is, not to be protected from it. */
-static sc_result sc_direct(sc_client *client, size_t server, uint8_t op_code, sc_reply *reply,
-                           uint64_t *rtt_ns)
+/* One keyless request to one server, whatever its breaker says: a tool
+ * wants to know how the server is, not to be protected from it (the ticket
+ * ring fetch judges the breaker itself). */
+sc_result sc_call_server(sc_client *client, size_t server, uint8_t op_code, int64_t deadline_ns,
+                         sc_reply *reply, uint64_t *rtt_ns)
 {
     uint8_t dgram[SC_SMALL_DATAGRAM];
     sc_request req = {.op = op_code};
@@ -737,7 +808,8 @@ static sc_result sc_direct(sc_client *client, size_t server, uint8_t op_code, sc
     if (sc_send_datagram(fd, dgram, len, &stale_refusal) < 0)
         a = SC_ANS_ERROR;
     else
-        a = sc_wait_answer(t, fd, &req, reply, start + (int64_t)client->opt.timeout_ms * 1000000);
+        a = sc_wait_answer(t, fd, &req, reply, deadline_ns);
+    OPENSSL_cleanse(dgram, len);
     switch (a) {
     case SC_ANS_OK:
         if (rtt_ns != NULL)
@@ -748,7 +820,10 @@ static sc_result sc_direct(sc_client *client, size_t server, uint8_t op_code, sc
         return SC_TIMEOUT;
     case SC_ANS_NOT_FOUND:
     case SC_ANS_REFUSED:
+    case SC_ANS_EXISTS: /* no daemon says that to a keyless request; a refusal */
         return SC_REFUSED;
+    case SC_ANS_UNAVAILABLE:
+        return SC_UNAVAILABLE;
     default: {
         int saved = errno;
 
@@ -760,10 +835,19 @@ static sc_result sc_direct(sc_client *client, size_t server, uint8_t op_code, sc
     }
 }
 
+static int64_t sc_deadline(const sc_client *client)
+{
+    return sc_now_ns() + (int64_t)client->opt.timeout_ms * 1000000;
+}
+
 sc_result sc_ping(sc_client *client, size_t server, uint64_t *rtt_ns)
 {
     sc_reply reply;
-    sc_result r = sc_direct(client, server, PROTO_V2_PING, &reply, rtt_ns);
+    sc_result r;
+
+    if (client == NULL)
+        return SC_ERR_ARG;
+    r = sc_call_server(client, server, PROTO_V2_PING, sc_deadline(client), &reply, rtt_ns);
 
     sc_reply_done(&reply);
     return r;
@@ -777,7 +861,9 @@ sc_result sc_server_stats(sc_client *client, size_t server, char *buf, size_t ca
     if (len == NULL || (buf == NULL && cap > 0))
         return SC_ERR_ARG;
     *len = 0;
-    r = sc_direct(client, server, PROTO_V2_STATS, &reply, NULL);
+    if (client == NULL)
+        return SC_ERR_ARG;
+    r = sc_call_server(client, server, PROTO_V2_STATS, sc_deadline(client), &reply, NULL);
     if (r == SC_OK) {
         *len = reply.value_len;
         if (reply.value_len + 1 > cap) {

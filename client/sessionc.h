@@ -71,6 +71,9 @@ typedef enum sc_result {
     SC_ERR_SYSTEM = 6,    /* a socket call failed (errno tells) */
     SC_REFUSED = 7,       /* v2: put_wait not stored; get: a hit the daemon will not send
                              in plaintext to a non-loopback source (seal) */
+    SC_EXISTS = 8,        /* add: an entry was already there, nothing written */
+    SC_UNAVAILABLE = 9,   /* take/add/ticket ring: the daemon cannot answer now (its shared
+                             store is unreachable; no ticket ring yet; ticket keys off) */
 } sc_result;
 
 typedef struct sc_options {
@@ -87,6 +90,14 @@ typedef struct sc_options {
     /* v2 namespace of the raw operations and of SSL_CTXs that declared no
      * session-ID context with sc_set_session_id_context; default all zero. */
     uint8_t default_namespace[SC_NAMESPACE_LEN];
+    /* Added with ticket keys and 0-RTT anti-replay (default 0: off). With
+     * anti_replay, sc_attach makes TLS 1.3 lookups atomic takes (a stateful
+     * ticket resumes once in the whole cluster) and installs an early-data
+     * callback that accepts 0-RTT only after a cluster-wide first sighting of
+     * the ticket (sc_add); an unreachable daemon means early data is refused. */
+    int anti_replay;
+    unsigned ticket_refresh_ms; /* ticket ring refresh period; 0: derived from the ring's
+                                   rotate (a quarter of it, at most 60 s) */
 } sc_options;
 
 typedef struct sc_stats {
@@ -103,6 +114,20 @@ typedef struct sc_stats {
     uint64_t auth_failures; /* answers dropped: did not open with our keys, outside the
                                window, or plaintext while a key is configured */
     uint64_t late_answers;  /* answers to earlier requests (timed out), discarded */
+    /* Added with ticket keys and anti-replay. */
+    uint64_t tickets_issued;        /* tickets encrypted with the ring's current key */
+    uint64_t tickets_no_key;        /* tickets not issued: no current key (ring missing/expired) */
+    uint64_t tickets_current;       /* tickets decrypted with the current key */
+    uint64_t tickets_old;           /* ... with an older key (re-issued) */
+    uint64_t tickets_next;          /* ... with the next key (re-issued) */
+    uint64_t tickets_unknown;       /* tickets whose key name is not in the ring: full handshake */
+    uint64_t tickets_renewed;       /* decrypts that asked OpenSSL to re-issue (old or next key) */
+    uint64_t ring_refreshes;        /* ticket rings fetched and installed */
+    uint64_t ring_refresh_failures; /* fetches that failed (timeout, refused, bad ring) */
+    uint64_t early_accepted;        /* 0-RTT accepted after a first cluster-wide sighting */
+    uint64_t early_replayed;        /* 0-RTT refused: the ticket was seen before */
+    uint64_t early_unavailable;     /* 0-RTT refused: the daemon could not be asked */
+    uint64_t takes;                 /* atomic takes sent (anti-replay lookups) */
 } sc_stats;
 
 typedef struct sc_client sc_client;
@@ -156,8 +181,9 @@ int sc_set_session_id_context(SSL_CTX *ctx, const unsigned char *sid_ctx, unsign
  * timeout. The get callback then only hands over what was fetched. */
 int sc_attach(sc_client *client, SSL_CTX *ctx, int flags);
 
-/* Undoes sc_attach: removes the three session callbacks (and the ClientHello
- * callback in async mode) and forgets the client. Call it before
+/* Undoes sc_attach and sc_attach_ticket_keys: removes the three session
+ * callbacks (and the ClientHello callback in async mode), the ticket-key and
+ * early-data callbacks, and forgets the client. Call it before
  * SSL_CTX_free: OpenSSL calls the remove callback for every session left in
  * the SSL_CTX's own cache when it is freed, which would remove them from
  * sessiond for the whole cluster. Returns 0, or -1 if ctx was not attached. */
@@ -211,6 +237,43 @@ sc_result sc_ping(sc_client *client, size_t server, uint64_t *rtt_ns);
  * NUL-terminated into buf[0..cap); *len is its length without the NUL. A
  * line that does not fit is SC_ERR_TOO_LARGE (*len: the length needed). */
 sc_result sc_server_stats(sc_client *client, size_t server, char *buf, size_t cap, size_t *len);
+
+/* v2 only: atomic get-and-delete. Of concurrent takes of one ID anywhere
+ * in the cluster (one shared store), at most one gets SC_OK with the value;
+ * the others SC_NOT_FOUND. Buffer rules as sc_get, except that a value too
+ * large for buf is lost (SC_ERR_TOO_LARGE): the daemon has already deleted
+ * it. SC_UNAVAILABLE when the daemon's shared store cannot be asked. */
+sc_result sc_take(sc_client *client, const uint8_t *id, size_t id_len, uint8_t *buf, size_t cap,
+                  size_t *value_len);
+
+/* v2 only: atomic add-if-absent, waiting for the answer: SC_OK stored,
+ * SC_EXISTS an entry was there (left alone), SC_UNAVAILABLE the daemon's
+ * shared store cannot be asked, or SC_TIMEOUT/SC_SKIPPED/SC_ERR_*. */
+sc_result sc_add(sc_client *client, const uint8_t *id, size_t id_len, const uint8_t *value,
+                 size_t value_len, unsigned ttl_seconds);
+
+/* v2, sealed only (the client needs a key_file): fetches the ticket-key
+ * ring from the first server up (or server number `server` when it is not
+ * SIZE_MAX), the encoded form of proto/ticket_ring.h, into buf[0..cap).
+ * SC_UNAVAILABLE: the daemon has ticket keys off or no ring yet. The bytes
+ * are secret: wipe them (OPENSSL_cleanse) after use. */
+sc_result sc_fetch_ticket_ring(sc_client *client, size_t server, uint8_t *buf, size_t cap,
+                               size_t *len);
+
+/* Shares session-ticket keys across the cluster: installs a ticket-key
+ * callback (SSL_CTX_set_tlsext_ticket_key_evp_cb) on ctx that encrypts with
+ * the ring's current key, decrypts with any key of the ring (asking OpenSSL
+ * to re-issue the ticket when it was not the current key), and sends an
+ * unknown key name to a full handshake. The first ring is fetched here
+ * (waiting up to the timeout; without it the call still succeeds and no
+ * tickets are issued until a fetch succeeds); then a background thread
+ * refreshes it well before the next key is due and swaps it in without
+ * blocking handshakes. With the daemon unreachable the last ring is kept
+ * until its current key's not_after, then no tickets are issued. Install it
+ * on the SSL_CTX passed to SSL_new (OpenSSL uses that one for tickets even
+ * after an SNI switch). Needs a key_file (keys travel only sealed). Returns
+ * 0, or -1 (no key file, ctx NULL, out of memory, thread not started). */
+int sc_attach_ticket_keys(sc_client *client, SSL_CTX *ctx);
 
 /* A snapshot of the counters, summed over all threads. */
 void sc_get_stats(sc_client *client, sc_stats *out);

@@ -162,7 +162,7 @@ static void write_be64(uint8_t *p, uint64_t v)
 
 static int is_known_op(unsigned op)
 {
-    return op >= PROTO_V2_PUT && op <= PROTO_V2_STATS;
+    return (op >= PROTO_V2_PUT && op <= PROTO_V2_ADD) || op == PROTO_V2_KEYS;
 }
 
 /* Everything that depends on the op, checked once the datagram is framed
@@ -180,7 +180,7 @@ static int check_fields(uint8_t op, uint8_t flags, uint8_t status, size_t key_le
     if (!is_known_op(base) || !(op & PROTO_V2_ANSWER) != !answer)
         return PROTO_ERR_TYPE;
     if (answer) {
-        if (status > PROTO_V2_ST_REFUSED || (flags & PROTO_V2_F_NO_REPLY))
+        if (status > PROTO_V2_ST_UNAVAILABLE || (flags & PROTO_V2_F_NO_REPLY))
             return PROTO_ERR_FLAGS;
     } else {
         if (status != 0)
@@ -190,7 +190,7 @@ static int check_fields(uint8_t op, uint8_t flags, uint8_t status, size_t key_le
         if ((flags & PROTO_V2_F_NO_REPLY) && base != PROTO_V2_PUT && base != PROTO_V2_DEL)
             return PROTO_ERR_FLAGS;
     }
-    if (base == PROTO_V2_PING || base == PROTO_V2_STATS) {
+    if (base == PROTO_V2_PING || base == PROTO_V2_STATS || base == PROTO_V2_KEYS) {
         if (key_len != 0)
             return PROTO_ERR_KEY;
     } else if (key_len == 0 || key_len > PROTO_V2_MAX_KEY) {
@@ -202,13 +202,13 @@ static int check_fields(uint8_t op, uint8_t flags, uint8_t status, size_t key_le
         return PROTO_ERR_TOO_LONG;
 
     if (!answer) {
-        carries_value = needs_value = base == PROTO_V2_PUT;
+        carries_value = needs_value = base == PROTO_V2_PUT || base == PROTO_V2_ADD;
     } else if (status != PROTO_V2_ST_OK) {
         carries_value = needs_value = 0;
     } else {
-        /* A found GET returns what a PUT stored, never empty; STATS text
-         * may be empty. */
-        needs_value = base == PROTO_V2_GET;
+        /* A found GET or TAKE returns what a PUT stored, never empty, and
+         * a ring has at least its header; STATS text may be empty. */
+        needs_value = base == PROTO_V2_GET || base == PROTO_V2_TAKE || base == PROTO_V2_KEYS;
         carries_value = needs_value || base == PROTO_V2_STATS;
     }
     if (needs_value && value_len == 0)

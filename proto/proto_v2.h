@@ -61,8 +61,11 @@ enum proto_v2_op {
     PROTO_V2_DEL = 0x03,
     PROTO_V2_PING = 0x04,
     PROTO_V2_STATS = 0x05,
-    /* 0x06..0x0f: reserved for cache operations (take, add-if-absent).
-     * 0x10..0x1f: reserved for ticket keys. 0x20..0x2f: reserved for peers. */
+    PROTO_V2_TAKE = 0x06, /* atomic get-and-delete: at most one taker gets the value */
+    PROTO_V2_ADD = 0x07,  /* atomic add-if-absent: OK if stored, EXISTS if one was there */
+    /* 0x08..0x0f: reserved for cache operations. */
+    PROTO_V2_KEYS = 0x10, /* the ticket-key ring (sealed only; value: proto/ticket_ring.h) */
+    /* 0x11..0x1f: reserved for ticket keys. 0x20..0x2f: reserved for peers. */
     PROTO_V2_ANSWER = 0x80, /* bit set in every answer's op */
 };
 
@@ -72,9 +75,12 @@ enum proto_v2_flag {
 };
 
 enum proto_v2_answer_status {
-    PROTO_V2_ST_OK = 0,        /* done; GET: value follows */
-    PROTO_V2_ST_NOT_FOUND = 1, /* GET/DEL: no such entry */
-    PROTO_V2_ST_REFUSED = 2,   /* PUT not stored (too large for the budget...) */
+    PROTO_V2_ST_OK = 0,          /* done; GET: value follows */
+    PROTO_V2_ST_NOT_FOUND = 1,   /* GET/DEL: no such entry */
+    PROTO_V2_ST_REFUSED = 2,     /* PUT not stored (too large for the budget...) */
+    PROTO_V2_ST_EXISTS = 3,      /* ADD: a live entry was there, nothing written */
+    PROTO_V2_ST_UNAVAILABLE = 4, /* TAKE/ADD/KEYS: the answer cannot be given now (the
+                                    shared store is unreachable; no ticket ring yet) */
 };
 
 /* Statuses beyond proto.h's, for v2 parsing and opening. */

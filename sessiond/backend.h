@@ -57,6 +57,8 @@ typedef void (*backend_done_fn)(void *arg, backend_status status, const uint8_t 
 /* Milliseconds of a monotonic clock (tests inject their own). */
 typedef uint64_t (*backend_clock_fn)(void *arg);
 
+#define BACKEND_LATENCY_BUCKETS 11
+
 typedef struct backend_stats {
     uint64_t ops;                             /* operations started */
     uint64_t by_status[BACKEND_STATUS_COUNT]; /* completions, by status */
@@ -68,7 +70,25 @@ typedef struct backend_stats {
     uint64_t disconnects;   /* connections lost or dropped */
     uint64_t inflight;      /* now: operations sent and not yet answered */
     uint64_t up;            /* now: 1 if the store is reachable (always 1 for memory) */
+    /* Added for Redis scale-out. */
+    uint64_t failovers; /* Sentinel: master changes followed (+switch-master or re-query) */
+    uint64_t invalidations_sent;     /* invalidation messages published (del, take) */
+    uint64_t invalidations_received; /* from other nodes, handed to the invalidate hook */
+    /* Latency of answered operations (sent -> reply), a cumulative-free
+     * histogram: latency_buckets[i] counts replies with latency <=
+     * backend_latency_bounds_us[i] and above the previous bound; the last
+     * bucket counts everything slower than the last bound. */
+    uint64_t latency_buckets[BACKEND_LATENCY_BUCKETS];
+    uint64_t latency_sum_us;
 } backend_stats;
+
+/* Upper bounds of the latency buckets, microseconds (the last is +Inf). */
+static const uint32_t backend_latency_bounds_us[BACKEND_LATENCY_BUCKETS - 1] = {
+    100, 250, 500, 1000, 2000, 4000, 10000, 25000, 50000, 100000};
+
+/* Another node deleted, took or replaced `key`: drop any near copy of it.
+ * Called from the event loop; key borrowed for the call. */
+typedef void (*backend_invalidate_fn)(void *arg, const uint8_t *key, size_t key_len);
 
 typedef struct backend backend;
 
@@ -88,6 +108,11 @@ typedef struct backend_ops {
 /* Every implementation's struct starts with this. */
 struct backend {
     const backend_ops *ops;
+    /* Set by the owner (backend_set_invalidate); a shared store calls it when
+     * another node changed a key, so near copies can be dropped. The memory
+     * backend never calls it (it is not shared between processes). */
+    backend_invalidate_fn invalidate;
+    void *invalidate_arg;
 };
 
 /* The calls dispatch makes: thin inline forwards to the vtable, so callers
@@ -131,6 +156,12 @@ static inline void backend_add(backend *b, const uint8_t *key, size_t key_len, c
 static inline void backend_get_stats(const backend *b, backend_stats *out)
 {
     b->ops->get_stats(b, out);
+}
+
+static inline void backend_set_invalidate(backend *b, backend_invalidate_fn fn, void *arg)
+{
+    b->invalidate = fn;
+    b->invalidate_arg = arg;
 }
 
 /* NULL is a no-op. */

@@ -37,6 +37,14 @@
  *                 ("[::1]:9100"), port 0 to 65535 (0: the kernel picks,
  *                 and the daemon logs the real one). Brackets are required
  *                 for IPv6 because "::1:9100" is itself a valid address.
+ *   --backend     the scheme only (redis:// or sentinel://), no password in
+ *                 the URL (ps shows it; use --backend-password-file); the
+ *                 rest is parsed by the Redis backend at startup. Up to 16.
+ *   --backend-timeout  1 .. 10000 ms: past the client's patience (stunnel
+ *                 waits ~4 ms, libsessionc 200 ms) waiting is pointless.
+ *   --ticket-rotate 1 .. 86400 s; --ticket-lifetime 1 .. 604800 s (TLS 1.3
+ *                 caps a ticket's lifetime at 7 days); the ring they imply
+ *                 must fit TICKET_RING_MAX_KEYS keys.
  *   --user        looked up here (getpwnam) so an unknown user is a command
  *                 line error like any other; the switch itself happens in
  *                 main.c, after binding and reading the keys.
@@ -44,13 +52,17 @@
  * Combinations refused after the loop, because each is a security setting
  * that would silently do nothing: --next-key-file or --allow-plaintext
  * without --key-file, and --allow-plaintext without any --allow (with a key,
- * loopback is not implied, so it would admit no one).
+ * loopback is not implied, so it would admit no one). --backend and
+ * --ticket-keys need --key-file too: Redis must hold only sealed values, and
+ * ticket keys only travel sealed.
  *
  * Known limit: RETURN_IN_ORDER is a GNU getopt extension (glibc and musl
  * have it); the cheaper alternative, permuting and reading the bare port
  * after the loop, would lose the "last one wins" order.
  */
 #include "config.h"
+#include "backend_redis.h"
+#include "ticket_keys.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -76,6 +88,12 @@ enum {
     OPT_ALLOW_PLAINTEXT,
     OPT_WINDOW,
     OPT_METRICS,
+    OPT_BACKEND,
+    OPT_BACKEND_PASSWORD_FILE,
+    OPT_BACKEND_TIMEOUT,
+    OPT_TICKET_KEYS,
+    OPT_TICKET_ROTATE,
+    OPT_TICKET_LIFETIME,
 };
 
 /* '-': bare arguments come back in order as option 1; ':': quiet getopt,
@@ -96,6 +114,12 @@ static const struct option config_options[] = {
     {"allow-plaintext", no_argument, NULL, OPT_ALLOW_PLAINTEXT},
     {"window", required_argument, NULL, OPT_WINDOW},
     {"metrics", required_argument, NULL, OPT_METRICS},
+    {"backend", required_argument, NULL, OPT_BACKEND},
+    {"backend-password-file", required_argument, NULL, OPT_BACKEND_PASSWORD_FILE},
+    {"backend-timeout", required_argument, NULL, OPT_BACKEND_TIMEOUT},
+    {"ticket-keys", no_argument, NULL, OPT_TICKET_KEYS},
+    {"ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
+    {"ticket-lifetime", required_argument, NULL, OPT_TICKET_LIFETIME},
     {"user", required_argument, NULL, 'u'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
@@ -134,6 +158,19 @@ static const char config_usage_text[] =
     "      --metrics ADDR:PORT  serve Prometheus metrics over HTTP at\n"
     "                        http://ADDR:PORT/metrics, e.g. 127.0.0.1:9100 or [::1]:9100\n"
     "                        (port 0: any free port; default: off)\n"
+    "      --backend URL     share sessions through Redis: redis://HOST:PORT or\n"
+    "                        sentinel://HOST:PORT[,HOST:PORT...]/MASTER; repeat for\n"
+    "                        independent groups (keys spread by rendezvous hashing);\n"
+    "                        needs --key-file (values in Redis are sealed)\n"
+    "      --backend-password-file FILE  Redis AUTH password (first line, mode 0600)\n"
+    "      --backend-timeout MS  a Redis operation not answered by then counts as\n"
+    "                        unavailable, 1 to 10000 (default 50)\n"
+    "      --ticket-keys     generate, rotate and serve TLS session-ticket keys\n"
+    "                        (sealed v2 only; needs --key-file)\n"
+    "      --ticket-rotate S a new ticket key encrypts every S seconds, 1 to 86400\n"
+    "                        (default 3600)\n"
+    "      --ticket-lifetime S  tickets stay decryptable S seconds after their key\n"
+    "                        stopped encrypting, 1 to 604800 (default 43200)\n"
     "  -u, --user USER       when started as root, switch to USER after binding and\n"
     "                        reading the keys\n"
     "  -h, --help            print this help and exit\n"
@@ -367,9 +404,88 @@ static int config_set_allow(config *cfg, const char *text, char *err, size_t err
     return 0;
 }
 
+/* "redis://..." or "sentinel://...", checked fully here (no DNS: names
+ * are resolved when the daemon starts). */
+static int config_add_backend(config *cfg, const char *text, char *err, size_t errlen)
+{
+    char why[256];
+
+    if (strncmp(text, "redis://", 8) != 0 && strncmp(text, "sentinel://", 11) != 0) {
+        config_error(err, errlen,
+                     "invalid --backend '%s': expected redis://HOST:PORT or "
+                     "sentinel://HOST:PORT[,HOST:PORT...]/MASTER",
+                     text);
+        return -1;
+    }
+    if (strchr(text, '@') != NULL) {
+        config_error(err, errlen,
+                     "invalid --backend '%s': no password in the URL (it would show in ps); "
+                     "use --backend-password-file",
+                     text);
+        return -1;
+    }
+    if (backend_redis_check_target(text, why, sizeof(why)) != 0) {
+        config_error(err, errlen, "invalid --backend: %s", why);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        if (strcmp(cfg->backends[i], text) == 0) {
+            config_error(err, errlen, "--backend '%s' given twice", text);
+            return -1;
+        }
+    }
+    if (cfg->n_backends >= CONFIG_MAX_BACKENDS) {
+        config_error(err, errlen, "too many --backend groups at '%s': at most %d", text,
+                     CONFIG_MAX_BACKENDS);
+        return -1;
+    }
+    cfg->backends[cfg->n_backends++] = text;
+    return 0;
+}
+
+/* A number of seconds (or ms) from 1 to max for a flag, or a one-line error. */
+static int config_set_u32(const char *flag, const char *text, unsigned long long max,
+                          const char *unit, uint32_t *out, char *err, size_t errlen)
+{
+    unsigned long long v;
+
+    if (config_parse_decimal(text, max, &v) != 0 || v == 0) {
+        config_error(err, errlen, "invalid %s '%s': not a number of %s from 1 to %llu", flag, text,
+                     unit, max);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
 /* The rules between flags, checked once all are known. */
 static int config_check_combinations(const config *cfg, char *err, size_t errlen)
 {
+    if (cfg->n_backends > 0 && cfg->key_file == NULL) {
+        config_error(err, errlen,
+                     "--backend needs --key-file (values and names in Redis are sealed with the "
+                     "cluster key)");
+        return -1;
+    }
+    if (cfg->backend_password_file != NULL && cfg->n_backends == 0) {
+        config_error(err, errlen, "--backend-password-file needs --backend");
+        return -1;
+    }
+    if (cfg->ticket_keys && cfg->key_file == NULL) {
+        config_error(err, errlen,
+                     "--ticket-keys needs --key-file (ticket keys only travel sealed)");
+        return -1;
+    }
+    if (cfg->ticket_keys &&
+        (cfg->ticket_lifetime_s + cfg->ticket_rotate_s - 1) / cfg->ticket_rotate_s + 2 >
+            TICKET_RING_MAX_KEYS) {
+        config_error(err, errlen,
+                     "--ticket-lifetime %u / --ticket-rotate %u needs more than %d keys in the "
+                     "ring: rotate less often",
+                     (unsigned)cfg->ticket_lifetime_s, (unsigned)cfg->ticket_rotate_s,
+                     TICKET_RING_MAX_KEYS);
+        return -1;
+    }
     if (cfg->next_key_file != NULL && cfg->key_file == NULL) {
         config_error(err, errlen, "--next-key-file needs --key-file (the key that seals)");
         return -1;
@@ -500,6 +616,12 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
     cfg->metrics = NULL;
     cfg->metrics_addr[0] = '\0';
     cfg->metrics_port = 0;
+    cfg->n_backends = 0;
+    cfg->backend_password_file = NULL;
+    cfg->backend_timeout_ms = CONFIG_DEFAULT_BACKEND_TIMEOUT_MS;
+    cfg->ticket_keys = 0;
+    cfg->ticket_rotate_s = TICKET_KEYS_DEFAULT_ROTATE;
+    cfg->ticket_lifetime_s = TICKET_KEYS_DEFAULT_LIFETIME;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
 
@@ -607,6 +729,36 @@ config_result config_parse(config *cfg, int argc, char **argv, char *err, size_t
             }
             break;
         }
+        case OPT_BACKEND:
+            if (config_add_backend(cfg, optarg, err, errlen) != 0)
+                return CONFIG_ERROR;
+            break;
+        case OPT_BACKEND_PASSWORD_FILE:
+            if (*optarg == '\0') {
+                config_error(err, errlen, "invalid --backend-password-file: empty path");
+                return CONFIG_ERROR;
+            }
+            cfg->backend_password_file = optarg;
+            break;
+        case OPT_BACKEND_TIMEOUT:
+            if (config_set_u32("--backend-timeout", optarg, CONFIG_MAX_BACKEND_TIMEOUT_MS,
+                               "milliseconds", &cfg->backend_timeout_ms, err, errlen) != 0)
+                return CONFIG_ERROR;
+            break;
+        case OPT_TICKET_KEYS:
+            cfg->ticket_keys = 1;
+            break;
+        case OPT_TICKET_ROTATE:
+            if (config_set_u32("--ticket-rotate", optarg, CONFIG_MAX_TICKET_ROTATE, "seconds",
+                               &cfg->ticket_rotate_s, err, errlen) != 0)
+                return CONFIG_ERROR;
+            break;
+        case OPT_TICKET_LIFETIME:
+            if (config_set_u32("--ticket-lifetime", optarg, TICKET_KEYS_MAX_LIFETIME,
+                               "seconds (at most 7 days, the TLS 1.3 limit)",
+                               &cfg->ticket_lifetime_s, err, errlen) != 0)
+                return CONFIG_ERROR;
+            break;
         case 'u':
             config_option_name('u', token, name, sizeof(name));
             if (config_set_user(cfg, optarg, name, err, errlen) != 0)

@@ -27,6 +27,13 @@
 #define CONFIG_DEFAULT_WINDOW 30u
 #define CONFIG_MAX_WINDOW     3600u
 
+/* --backend: groups, and the per-operation timeout's default and bounds (ms). */
+#define CONFIG_MAX_BACKENDS               16
+#define CONFIG_DEFAULT_BACKEND_TIMEOUT_MS 50u
+#define CONFIG_MAX_BACKEND_TIMEOUT_MS     10000u
+/* --ticket-rotate bound (a day); --ticket-lifetime is bounded by ticket_keys.h. */
+#define CONFIG_MAX_TICKET_ROTATE 86400u
+
 typedef struct config {
     const char *listen_addr;   /* numeric IPv4 or IPv6 address (points into argv or a literal) */
     int port;                  /* 0 asks the kernel for a free port */
@@ -49,6 +56,15 @@ typedef struct config {
     const char *metrics;
     char metrics_addr[INET6_ADDRSTRLEN];
     int metrics_port; /* 0 asks the kernel for a free port */
+    /* --backend URL (repeatable): shared stores, one per group; none: the
+     * in-memory cache alone. Syntax checked here, resolved by the server. */
+    const char *backends[CONFIG_MAX_BACKENDS];
+    size_t n_backends;
+    const char *backend_password_file; /* --backend-password-file, read by main() */
+    uint32_t backend_timeout_ms;       /* --backend-timeout */
+    int ticket_keys;                   /* --ticket-keys: serve a ticket-key ring */
+    uint32_t ticket_rotate_s;          /* --ticket-rotate */
+    uint32_t ticket_lifetime_s;        /* --ticket-lifetime */
 } config;
 
 typedef enum config_result {

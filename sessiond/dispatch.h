@@ -39,9 +39,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "cache.h"
 #include "proto.h"
 #include "proto_v2.h"
+#include "ticket_keys.h"
 
 #define DISPATCH_TAG_V1 1
 #define DISPATCH_TAG_V2 2
@@ -67,7 +69,23 @@ typedef struct dispatch_counters {
     uint64_t v1;
     uint64_t v2;     /* plain and sealed */
     uint64_t sealed; /* the sealed part of v2 */
+    /* With a shared store (dispatch_set_shared). */
+    uint64_t backend_hits;        /* local misses answered from the shared store */
+    uint64_t backend_misses;      /* local misses the shared store did not have either */
+    uint64_t backend_unavailable; /* shared store not asked or not answering in time */
+    uint64_t deferred;            /* requests answered later, when the shared store replied */
+    uint64_t invalidated;         /* near copies dropped on another node's delete or take */
+    uint64_t takes;               /* v2 TAKE requests */
+    uint64_t adds;                /* v2 ADD requests */
+    uint64_t keys_requests;       /* v2 KEYS requests (sealed) */
 } dispatch_counters;
+
+typedef struct dispatch_pending dispatch_pending;
+
+/* Sends an answer built after dispatch_datagram_from returned (a deferred
+ * request the shared store has now answered) to the peer recorded then. */
+typedef void (*dispatch_send_fn)(void *arg, const void *peer, size_t peer_len, const uint8_t *buf,
+                                 size_t len);
 
 typedef struct dispatch_ctx {
     cache *cache;
@@ -76,6 +94,16 @@ typedef struct dispatch_ctx {
     int allow_plaintext;     /* with a sealer: plaintext from allowed sources is accepted */
     uint64_t window_ms;      /* accepted |timestamp - wall clock| of sealed datagrams */
     dispatch_counters counters;
+    /* The shared store (dispatch_set_shared), or NULL: memory only. */
+    backend *shared;
+    dispatch_send_fn send_late;
+    void *send_arg;
+    uint64_t near_ttl_ms;               /* lifetime of a near copy fetched from the shared store */
+    dispatch_pending *pending;          /* requests waiting for the shared store */
+    uint8_t *late_buf;                  /* where deferred answers are built */
+    ticket_keys *tickets;               /* --ticket-keys, or NULL; not owned */
+    uint8_t *ring_buf;                  /* an encoded ring, wiped after each KEYS answer */
+    uint64_t last_now_ms, last_wall_ms; /* the latest clocks handed in */
 } dispatch_ctx;
 
 /* What the transport knows about a datagram's sender (bits). */
@@ -97,6 +125,35 @@ void dispatch_init(dispatch_ctx *ctx, cache *c, uint32_t max_ttl_s);
  * window. The sealer must outlive the context. */
 void dispatch_set_security(dispatch_ctx *ctx, proto_v2_sealer *sealer, int allow_plaintext,
                            uint64_t window_ms);
+
+/* A lifetime of near copies fetched from the shared store, seconds: the
+ * bound on how long a node may serve a copy another node deleted while the
+ * invalidation channel was down (see dispatch.c). */
+#define DISPATCH_NEAR_TTL_S 60
+
+/* Puts a shared store behind the local cache (see dispatch.c for the
+ * rules): writes go to both, local misses are asked of the store and
+ * answered later through send_late, TAKE and ADD go to the store. Sets the
+ * store's invalidate hook. `shared` is not owned; free the context
+ * (dispatch_release) before it. Returns 0, or -1 out of memory. */
+int dispatch_set_shared(dispatch_ctx *ctx, backend *shared, dispatch_send_fn send_late,
+                        void *send_arg);
+
+/* Serves the ticket-key ring to sealed KEYS requests. Returns 0, or -1 out
+ * of memory. */
+int dispatch_set_tickets(dispatch_ctx *ctx, ticket_keys *tickets);
+
+/* Forgets requests still waiting (their answers are never sent) and frees
+ * what the setters allocated. Call it after the shared store is freed, or
+ * before if its completions can no longer arrive. */
+void dispatch_release(dispatch_ctx *ctx);
+
+/* dispatch_datagram for a transport that can answer later: peer[0..peer_len)
+ * (at most sizeof(struct sockaddr_storage) bytes, copied) is handed back to
+ * send_late with a deferred answer. Returns 0 when the request was deferred. */
+size_t dispatch_datagram_from(dispatch_ctx *ctx, uint8_t *in, size_t len, unsigned source,
+                              const void *peer, size_t peer_len, uint8_t *out, size_t cap,
+                              const dispatch_time *t);
 
 /* Handles one received datagram in[0..len). A len over PROTO_MAX_DATAGRAM
  * means the datagram was too long (the transport passes a truncated

@@ -292,30 +292,32 @@ static void main_log_key_id(const char *what, const uint8_t key[PROTO_V2_CLUSTER
         log_msg(LOG_INFO, "%s id %02x%02x%02x%02x", what, id[0], id[1], id[2], id[3]);
 }
 
-/* Reads the key files into a sealer. Returns 0 with *out NULL when no key
- * is configured, 0 with the sealer, or -1 with a one-line reason naming
- * the flag and the file. The raw keys are wiped before returning. */
-static int main_load_keys(const config *cfg, proto_v2_sealer **out, char *err, size_t errlen)
+/* Reads the key files into a sealer (and keeps the cluster key for the
+ * Redis backend, which derives its own subkeys from it). Returns 0 (no key
+ * configured: secrets->sealer NULL), or -1 with a one-line reason naming
+ * the flag and the file. The raw next key is wiped before returning. */
+static int main_load_keys(const config *cfg, server_secrets *secrets, char *err, size_t errlen)
 {
-    uint8_t key[KEYFILE_KEY_LEN];
+    uint8_t *key = secrets->cluster_key;
     uint8_t next[KEYFILE_KEY_LEN];
     char why[PATH_MAX + 160];
     int rc = -1;
 
-    *out = NULL;
+    _Static_assert(KEYFILE_KEY_LEN == PROTO_V2_CLUSTER_KEY_LEN, "one key size");
     if (cfg->key_file == NULL)
         return 0;
     if (keyfile_load(cfg->key_file, key, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "--key-file: %s", why);
         goto done;
     }
+    secrets->have_cluster_key = 1;
     if (cfg->next_key_file != NULL &&
         keyfile_load(cfg->next_key_file, next, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "--next-key-file: %s", why);
         goto done;
     }
-    *out = proto_v2_sealer_new(key, cfg->next_key_file != NULL ? next : NULL);
-    if (*out == NULL) {
+    secrets->sealer = proto_v2_sealer_new(key, cfg->next_key_file != NULL ? next : NULL);
+    if (secrets->sealer == NULL) {
         snprintf(err, errlen, "cannot set up AES-256-GCM with the cluster key");
         goto done;
     }
@@ -325,8 +327,63 @@ static int main_load_keys(const config *cfg, proto_v2_sealer **out, char *err, s
     rc = 0;
 
 done:
-    OPENSSL_cleanse(key, sizeof(key));
     OPENSSL_cleanse(next, sizeof(next));
+    return rc;
+}
+
+/* --backend-password-file: the first line, from a file only its owner can
+ * read (like the key files: a password others can read protects nothing).
+ * Returns 0, or -1 with a one-line reason naming the file. */
+static int main_load_password(const config *cfg, server_secrets *secrets, char *err, size_t errlen)
+{
+    char *pw = secrets->backend_password;
+    size_t cap = sizeof(secrets->backend_password), len;
+    struct stat st;
+    FILE *f = NULL;
+    int rc = -1;
+
+    if (cfg->backend_password_file == NULL)
+        return 0;
+    f = fopen(cfg->backend_password_file, "re");
+    if (f == NULL) {
+        snprintf(err, errlen, "--backend-password-file %s: %s", cfg->backend_password_file,
+                 strerror(errno));
+        goto done;
+    }
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "--backend-password-file %s: not a regular file",
+                 cfg->backend_password_file);
+        goto done;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(err, errlen,
+                 "--backend-password-file %s: mode %03o lets others read it; chmod 600 it",
+                 cfg->backend_password_file, (unsigned)(st.st_mode & 0777));
+        goto done;
+    }
+    if (fgets(pw, (int)cap, f) == NULL) {
+        snprintf(err, errlen, "--backend-password-file %s: empty", cfg->backend_password_file);
+        goto done;
+    }
+    len = strcspn(pw, "\r\n");
+    if (len == cap - 1) {
+        snprintf(err, errlen, "--backend-password-file %s: first line longer than %zu bytes",
+                 cfg->backend_password_file, cap - 2);
+        goto done;
+    }
+    pw[len] = '\0';
+    if (len == 0) {
+        snprintf(err, errlen, "--backend-password-file %s: the first line is empty",
+                 cfg->backend_password_file);
+        goto done;
+    }
+    rc = 0;
+
+done:
+    if (f != NULL)
+        fclose(f);
+    if (rc != 0)
+        OPENSSL_cleanse(pw, cap);
     return rc;
 }
 
@@ -401,8 +458,9 @@ int main(int argc, char **argv)
     int ready_fd = -1;
     int status = EXIT_RUNTIME;
     server *srv = NULL;
-    proto_v2_sealer *sealer = NULL;
+    server_secrets secrets;
 
+    memset(&secrets, 0, sizeof(secrets));
     switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
     case CONFIG_HELP:
         fputs(config_usage(), stdout);
@@ -433,9 +491,12 @@ int main(int argc, char **argv)
 
     if (main_check_user(&cfg, err, sizeof(err)) != 0)
         goto fail_print;
-    if (main_load_keys(&cfg, &sealer, err, sizeof(err)) != 0)
+    if (main_load_keys(&cfg, &secrets, err, sizeof(err)) != 0 ||
+        main_load_password(&cfg, &secrets, err, sizeof(err)) != 0)
         goto fail_print;
-    srv = server_create(&cfg, sealer, err, sizeof(err)); /* owns the sealer from here */
+    srv = server_create(&cfg, &secrets, err, sizeof(err)); /* owns the sealer from here */
+    OPENSSL_cleanse(secrets.cluster_key, sizeof(secrets.cluster_key));
+    OPENSSL_cleanse(secrets.backend_password, sizeof(secrets.backend_password));
     if (srv == NULL)
         goto fail_print;
     if (!cfg.foreground && main_daemonize(&ready_fd, err, sizeof(err)) != 0)
@@ -472,6 +533,8 @@ fail_print:
         fprintf(stderr, "sessiond: %s\n", err);
     if (!cfg.foreground)
         log_msg(LOG_ERR, "%s", err);
+    proto_v2_sealer_free(secrets.sealer); /* NULL once a server took it */
+    OPENSSL_cleanse(&secrets, sizeof(secrets));
     server_free(srv);
     return EXIT_RUNTIME;
 }

@@ -25,8 +25,10 @@
  * timeout reaps them; bind to loopback or a management network (the cheaper
  * alternative, an accept filter of our own, was not worth it for that).
  *
- * The metrics are counters and gauges only; names are sessiond_<field>_total
- * for every counter of the stats line, so the two never disagree.
+ * Names are sessiond_<field>_total for every counter of the stats line and
+ * sessiond_<field> for its gauges, so the two never disagree; the one
+ * histogram, the shared store's latency, is rebuilt from its per-bucket
+ * fields (metrics_latency_field).
  */
 #include "metrics.h"
 
@@ -90,7 +92,58 @@ static const struct {
     {"v1", "Requests accepted in protocol version 1."},
     {"v2", "Requests accepted in protocol version 2, plain and sealed."},
     {"sealed", "Requests accepted sealed (part of v2)."},
+    {"takes", "TAKE requests (atomic get-and-delete)."},
+    {"adds", "ADD requests (atomic add-if-absent)."},
+    {"keys_requests", "KEYS requests (the ticket-key ring), sealed."},
+    {"backend_hits", "Local misses found in the shared store (--backend)."},
+    {"backend_misses", "Local misses the shared store did not have either."},
+    {"backend_unavailable", "Requests the shared store could not answer in time."},
+    {"backend_deferred", "Requests answered later, when the shared store replied."},
+    {"backend_invalidated", "Near copies dropped on another node's delete or take."},
+    {"backend_up", "1 while every shared store group is reachable."},
+    {"backend_ops", "Operations sent to the shared store."},
+    {"backend_inflight", "Shared store operations sent and not yet answered."},
+    {"backend_timeouts", "Shared store operations not answered within --backend-timeout."},
+    {"backend_rejected_busy",
+     "Shared store operations not sent: too many in flight (writes included: lost)."},
+    {"backend_errors", "Error replies from the shared store."},
+    {"backend_corrupt", "Values in the shared store that failed to open."},
+    {"backend_reconnects", "Connections to the shared store re-established."},
+    {"backend_failovers", "Redis master changes followed through Sentinel."},
+    {"ticket_keys", "Ticket keys held now (the ring)."},
+    {"ticket_generated", "Ticket keys drawn by this node."},
+    {"ticket_adopted", "Ticket keys adopted from the shared store."},
+    {"ticket_served", "Ticket-key rings served to KEYS requests."},
+    {"ticket_not_ready", "KEYS requests answered unavailable: no ring yet."},
 };
+
+/* Fields of the stats line that are levels, not counts. */
+static int metrics_is_gauge(const char *name)
+{
+    static const char *const gauges[] = {"entries", "bytes", "backend_up", "backend_inflight",
+                                         "ticket_keys"};
+
+    for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {
+        if (strcmp(name, gauges[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The latency histogram travels in the stats line as one field per bucket
+ * (backend_latency_le_<us>us, backend_latency_le_inf: counts within each
+ * bucket) and backend_latency_sum_us; here it becomes one Prometheus
+ * histogram, cumulative, in seconds. */
+#define METRICS_LATENCY_PREFIX "backend_latency_"
+#define METRICS_MAX_BUCKETS    32
+
+typedef struct metrics_histogram {
+    size_t n;
+    char le[METRICS_MAX_BUCKETS][24];
+    unsigned long long count[METRICS_MAX_BUCKETS];
+    unsigned long long sum_us;
+    int seen;
+} metrics_histogram;
 
 /* A text being built with snprintf semantics: len is what the whole text
  * takes, buf holds as much of it as fits in cap (NUL-terminated). */
@@ -138,8 +191,55 @@ static const char *metrics_find_help(const char *field)
     return NULL;
 }
 
+/* Takes a backend_latency_* field into h; returns 1 if it was one. */
+static int metrics_latency_field(metrics_histogram *h, const char *name, unsigned long long value)
+{
+    const char *rest = name + strlen(METRICS_LATENCY_PREFIX);
+    unsigned long long us;
+    char *end;
+
+    if (strncmp(name, METRICS_LATENCY_PREFIX, strlen(METRICS_LATENCY_PREFIX)) != 0)
+        return 0;
+    h->seen = 1;
+    if (strcmp(rest, "sum_us") == 0) {
+        h->sum_us = value;
+        return 1;
+    }
+    if (strncmp(rest, "le_", 3) != 0 || h->n >= METRICS_MAX_BUCKETS)
+        return 1;
+    rest += 3;
+    if (strcmp(rest, "inf") == 0) {
+        snprintf(h->le[h->n], sizeof(h->le[h->n]), "+Inf");
+    } else {
+        us = strtoull(rest, &end, 10);
+        if (end == rest || strcmp(end, "us") != 0)
+            return 1;
+        snprintf(h->le[h->n], sizeof(h->le[h->n]), "%llu.%06llu", us / 1000000u, us % 1000000u);
+    }
+    h->count[h->n++] = value;
+    return 1;
+}
+
+static void metrics_histogram_emit(metrics_text *t, const metrics_histogram *h)
+{
+    unsigned long long total = 0;
+
+    if (!h->seen)
+        return;
+    metrics_printf(t, "# HELP sessiond_backend_latency_seconds Shared store round trips, sent to "
+                      "reply.\n# TYPE sessiond_backend_latency_seconds histogram\n");
+    for (size_t i = 0; i < h->n; i++) {
+        total += h->count[i];
+        metrics_printf(t, "sessiond_backend_latency_seconds_bucket{le=\"%s\"} %llu\n", h->le[i],
+                       total);
+    }
+    metrics_printf(t, "sessiond_backend_latency_seconds_sum %llu.%06llu\n", h->sum_us / 1000000u,
+                   h->sum_us % 1000000u);
+    metrics_printf(t, "sessiond_backend_latency_seconds_count %llu\n", total);
+}
+
 /* One name=value field of the stats line; anything else is skipped. */
-static void metrics_field(metrics_text *t, const char *field, size_t len)
+static void metrics_field(metrics_text *t, metrics_histogram *h, const char *field, size_t len)
 {
     const char *eq = memchr(field, '=', len);
     char name[64];
@@ -170,13 +270,15 @@ static void metrics_field(metrics_text *t, const char *field, size_t len)
     }
     memcpy(name, field, name_len);
     name[name_len] = '\0';
+    if (metrics_latency_field(h, name, value))
+        return;
 
     known = metrics_find_help(name);
     if (known == NULL && strncmp(name, "malformed_", 10) == 0)
         snprintf(help, sizeof(help), "Datagrams dropped as malformed: %s.", name + 10);
     else if (known == NULL)
         snprintf(help, sizeof(help), "The %s counter of the stats line.", name);
-    gauge = strcmp(name, "entries") == 0 || strcmp(name, "bytes") == 0;
+    gauge = metrics_is_gauge(name);
     if (gauge)
         snprintf(metric, sizeof(metric), "sessiond_%s", name);
     else
@@ -201,15 +303,17 @@ int metrics_format(const char *stats_line, uint64_t max_memory, const char *vers
                    size_t cap)
 {
     metrics_text t = {buf, buf != NULL ? cap : 0, 0, 0};
+    metrics_histogram h;
     const char *p = stats_line;
 
+    memset(&h, 0, sizeof(h));
     if (t.cap > 0)
         t.buf[0] = '\0';
     while (*p != '\0') {
         size_t len = strcspn(p, " ");
 
         if (len > 0)
-            metrics_field(&t, p, len);
+            metrics_field(&t, &h, p, len);
         p += len;
         p += strspn(p, " ");
     }
@@ -221,9 +325,7 @@ int metrics_format(const char *stats_line, uint64_t max_memory, const char *vers
                        "sessiond_build_info{version=\"");
     metrics_label_value(&t, version);
     metrics_printf(&t, "\"} 1\n");
-    /* Backend metrics go here with the Redis backend (issue 7): local vs
-     * backend hits, the backend latency histogram, backend up/down,
-     * reconnects and sentinel failovers. */
+    metrics_histogram_emit(&t, &h);
     return t.failed ? -1 : (int)t.len;
 }
 

@@ -65,11 +65,15 @@
 #include <unistd.h>
 
 #include "acl.h"
+#include "backend.h"
+#include "backend_multi.h"
+#include "backend_redis.h"
 #include "cache.h"
 #include "dispatch.h"
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
+#include "ticket_keys.h"
 
 #define SRV_BATCH            32 /* datagrams per recvmmsg/sendmmsg call */
 #define SRV_MAX_BATCHES      8  /* batches per wake-up before yielding to the loop */
@@ -78,7 +82,7 @@
 #define SRV_SWEEP_MS         100
 #define SRV_SWEEP_BUDGET     1000 /* entries examined per sweep: bounds a tick's cost */
 #define SRV_ERROR_LOG_GAP_MS 1000 /* at most one log line per second for I/O errors */
-#define SRV_STATS_LINE       2048
+#define SRV_STATS_LINE       4096
 
 static const int srv_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 #define SRV_NSIGNALS (sizeof(srv_signals) / sizeof(srv_signals[0]))
@@ -105,6 +109,13 @@ struct server {
     int metrics_fd;      /* the --metrics listening socket until server_run, or -1 */
     metrics *metrics;    /* its HTTP server while the loop runs, or NULL */
     uint64_t max_memory; /* for the metrics */
+    /* --backend: the shared store (one group, or backend_multi over several),
+     * created by server_run on its loop; what it needs until then. */
+    backend *shared;
+    const config *cfg; /* the caller's, alive until server_free */
+    uint8_t cluster_key[PROTO_V2_CLUSTER_KEY_LEN];
+    char backend_password[512];
+    ticket_keys *tickets; /* --ticket-keys, or NULL */
 };
 
 static uint64_t srv_clock_ms(clockid_t clock)
@@ -234,8 +245,9 @@ static void srv_log_policy(const config *cfg, const proto_v2_sealer *sealer)
             plaintext ? "from " : "refused", plaintext ? rules : "");
 }
 
-server *server_create(const config *cfg, proto_v2_sealer *sealer, char *err, size_t errlen)
+server *server_create(const config *cfg, server_secrets *secrets, char *err, size_t errlen)
 {
+    proto_v2_sealer *sealer = secrets->sealer;
     server *srv = NULL;
     cache_config cache_cfg;
     struct sockaddr_storage bound;
@@ -247,11 +259,16 @@ server *server_create(const config *cfg, proto_v2_sealer *sealer, char *err, siz
     if (srv == NULL) {
         snprintf(err, errlen, "out of memory");
         proto_v2_sealer_free(sealer);
+        secrets->sealer = NULL;
         goto fail;
     }
     srv->fd = -1;
     srv->metrics_fd = -1;
     srv->sealer = sealer;
+    secrets->sealer = NULL; /* ours now */
+    srv->cfg = cfg;
+    memcpy(srv->cluster_key, secrets->cluster_key, sizeof(srv->cluster_key));
+    memcpy(srv->backend_password, secrets->backend_password, sizeof(srv->backend_password));
     srv->max_memory = cfg->max_memory;
     /* Loopback is implied only without a key: with one, plaintext is for
      * the --allow sources named with --allow-plaintext, nobody else. */
@@ -411,8 +428,9 @@ static int srv_handle_batch(server *srv)
 
         if (hdr->msg_flags & MSG_TRUNC)
             len = SRV_BUF_SIZE; /* larger than the buffer, hence than the protocol allows */
-        answer_len = dispatch_datagram(&srv->dispatch, buf, len, srv_source(srv, &srv->peers[i]),
-                                       buf, SRV_BUF_SIZE, &now);
+        answer_len =
+            dispatch_datagram_from(&srv->dispatch, buf, len, srv_source(srv, &srv->peers[i]),
+                                   &srv->peers[i], hdr->msg_namelen, buf, SRV_BUF_SIZE, &now);
         if (answer_len > 0) {
             srv->out_iov[answers].iov_base = buf;
             srv->out_iov[answers].iov_len = answer_len;
@@ -449,6 +467,84 @@ static void srv_on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     cache_sweep(srv->cache, srv_now_ms(), SRV_SWEEP_BUDGET);
+    if (srv->tickets != NULL)
+        ticket_keys_tick(srv->tickets, srv_clock_ms(CLOCK_REALTIME) / 1000u);
+}
+
+/* A deferred answer (dispatch_send_fn): the shared store has replied. */
+static void srv_send_late(void *arg, const void *peer, size_t peer_len, const uint8_t *buf,
+                          size_t len)
+{
+    server *srv = arg;
+    ssize_t n;
+
+    do {
+        n = sendto(srv->fd, buf, len, 0, (const struct sockaddr *)peer, (socklen_t)peer_len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        srv->dispatch.counters.unsent++;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+            srv_io_error(srv, "sendto", errno);
+    }
+}
+
+/* Connects the --backend groups on the loop (nothing blocks but the one
+ * name lookup per group, here at startup) and the ticket-key ring. */
+static int srv_start_stores(server *srv)
+{
+    const config *cfg = srv->cfg;
+    backend *groups[CONFIG_MAX_BACKENDS];
+    size_t n = 0;
+    char err[512];
+
+    for (; n < cfg->n_backends; n++) {
+        backend_redis_config rc;
+
+        memset(&rc, 0, sizeof(rc));
+        rc.target = cfg->backends[n];
+        rc.cluster_key = srv->cluster_key;
+        rc.password = srv->backend_password[0] != '\0' ? srv->backend_password : NULL;
+        rc.op_timeout_ms = cfg->backend_timeout_ms;
+        groups[n] = backend_redis_new(srv->base, &rc, err, sizeof(err));
+        if (groups[n] == NULL) {
+            log_msg(LOG_ERR, "--backend: %s", err);
+            goto fail;
+        }
+    }
+    if (n == 1) {
+        srv->shared = groups[0];
+    } else if (n > 1) {
+        srv->shared = backend_multi_new(groups, cfg->backends, n, err, sizeof(err));
+        n = 0; /* the multi owns the groups, also when it failed */
+        if (srv->shared == NULL) {
+            log_msg(LOG_ERR, "--backend: %s", err);
+            goto fail;
+        }
+    }
+    if (srv->shared != NULL &&
+        dispatch_set_shared(&srv->dispatch, srv->shared, srv_send_late, srv) != 0)
+        goto fail_oom;
+    if (cfg->ticket_keys) {
+        srv->tickets = ticket_keys_new(cfg->ticket_rotate_s, cfg->ticket_lifetime_s, srv->shared,
+                                       err, sizeof(err));
+        if (srv->tickets == NULL) {
+            log_msg(LOG_ERR, "--ticket-keys: %s", err);
+            goto fail;
+        }
+        if (dispatch_set_tickets(&srv->dispatch, srv->tickets) != 0)
+            goto fail_oom;
+        ticket_keys_tick(srv->tickets, srv_clock_ms(CLOCK_REALTIME) / 1000u);
+    }
+    OPENSSL_cleanse(srv->cluster_key, sizeof(srv->cluster_key));
+    OPENSSL_cleanse(srv->backend_password, sizeof(srv->backend_password));
+    return 0;
+
+fail_oom:
+    log_msg(LOG_ERR, "out of memory");
+fail:
+    while (n > 0)
+        backend_free(groups[--n]);
+    return -1;
 }
 
 static void srv_on_signal(evutil_socket_t signum, short what, void *arg)
@@ -515,6 +611,8 @@ int server_run(server *srv)
         if (srv->signal_events[i] == NULL || event_add(srv->signal_events[i], NULL) != 0)
             goto fail;
     }
+    if (srv_start_stores(srv) != 0)
+        goto fail;
     if (srv->metrics_fd >= 0) {
         srv->metrics = metrics_start(srv->base, srv->metrics_fd, &srv->dispatch, srv->max_memory);
         srv->metrics_fd = -1; /* metrics_start owns it, also on failure */
@@ -544,6 +642,15 @@ void server_free(server *srv)
             event_free(srv->signal_events[i]);
     }
     metrics_free(srv->metrics); /* before the base it runs on */
+    /* The store completes what is pending as unavailable: nobody to answer
+     * at shutdown. Then the ring, which its completions may still touch,
+     * and the records dispatch kept. */
+    srv->dispatch.send_late = NULL;
+    backend_free(srv->shared);
+    srv->shared = NULL;
+    ticket_keys_free(srv->tickets);
+    srv->tickets = NULL;
+    dispatch_release(&srv->dispatch);
     if (srv->metrics_fd >= 0)
         close(srv->metrics_fd);
     if (srv->sweep_event != NULL)
@@ -562,5 +669,6 @@ void server_free(server *srv)
     }
     cache_free(srv->cache);
     proto_v2_sealer_free(srv->sealer);
+    OPENSSL_cleanse(srv, sizeof(*srv)); /* the cluster key and password, if never used */
     free(srv);
 }

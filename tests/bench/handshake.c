@@ -26,7 +26,11 @@
  *                      store either): what OpenSSL's own cache costs on top
  *   d-tickets-own      tickets with per-SSL_CTX keys (OpenSSL's default)
  *   d-tickets-shared   (d): both SSL_CTXs given the same 80 bytes of ticket
- *                      keys by hand; the ticket-key issue automates this
+ *                      keys by hand
+ *   d-tickets-sessiond (d): both SSL_CTXs given sessiond's ticket-key ring
+ *                      with sc_attach_ticket_keys (a second sessiond, sealed,
+ *                      --ticket-keys): what the ticket-key service costs
+ *                      next to keys copied by hand
  * TLS 1.3 runs the no-ticket cases with SSL_OP_NO_TICKET, i.e. stateful
  * tickets, which OpenSSL stores and looks up like 1.2 session IDs.
  *
@@ -111,6 +115,7 @@ typedef enum hs_store {
     HS_SESSIOND_NOSTORE, /* sessiond, no internal cache at all, SSL_OP_NO_TICKET */
     HS_TICKETS_OWN,      /* tickets, each SSL_CTX its own random keys */
     HS_TICKETS_SHARED,   /* tickets, both SSL_CTXs the same keys */
+    HS_TICKETS_SESSIOND, /* tickets, keys from sessiond's ring (sc_attach_ticket_keys) */
 } hs_store;
 
 typedef enum hs_chooser {
@@ -138,6 +143,7 @@ static const hs_case_def hs_cases[] = {
     {"c-sessiond-nostore", "(c) sessiond, no local cache", HS_SESSIOND_NOSTORE, HS_RR},
     {"d-tickets-own", "tickets, own keys (default)", HS_TICKETS_OWN, HS_RR},
     {"d-tickets-shared", "(d) shared ticket keys*", HS_TICKETS_SHARED, HS_RR},
+    {"d-tickets-sessiond", "(d) sessiond ticket keys", HS_TICKETS_SESSIOND, HS_RR},
 };
 #define HS_NCASES        (sizeof(hs_cases) / sizeof(hs_cases[0]))
 #define HS_BASELINE_CASE 1 /* b-local-same: resumed from the local cache */
@@ -223,6 +229,10 @@ typedef struct hs_env {
     char cipher[2][96]; /* what the first full handshake of each version negotiated */
     char key_dir[256];  /* sealed: a temporary directory holding the cluster key file */
     char key_path[300];
+    /* d-tickets-sessiond: a sessiond serving ticket keys, a client per server. */
+    th_daemon tk_daemon;
+    int tk_daemon_up;
+    sc_client *tk_sc[2];
 } hs_env;
 
 /* ---- clocks ---- */
@@ -548,7 +558,8 @@ static SSL_CTX *hs_server_ctx(hs_env *env, const hs_case_def *def, int version, 
     long mode;
     SSL_CTX *ctx;
 
-    opts.no_ticket = def->store != HS_TICKETS_OWN && def->store != HS_TICKETS_SHARED;
+    opts.no_ticket = def->store != HS_TICKETS_OWN && def->store != HS_TICKETS_SHARED &&
+                     def->store != HS_TICKETS_SESSIOND;
     ctx = tu_server_ctx(&env->cred, &opts);
     if (ctx == NULL)
         return NULL;
@@ -576,6 +587,13 @@ static SSL_CTX *hs_server_ctx(hs_env *env, const hs_case_def *def, int version, 
     case HS_TICKETS_SHARED:
         if (SSL_CTX_set_tlsext_ticket_keys(ctx, env->ticket_keys, sizeof(env->ticket_keys)) != 1) {
             fprintf(stderr, "handshake: cannot set the ticket keys\n");
+            goto fail;
+        }
+        break;
+    case HS_TICKETS_SESSIOND:
+        if (sc_attach_ticket_keys(env->tk_sc[which], ctx) != 0) {
+            fprintf(stderr, "handshake: cannot attach sessiond's ticket keys to server %c\n",
+                    'A' + which);
             goto fail;
         }
         break;
@@ -1174,7 +1192,38 @@ fail:
     return rc;
 }
 
-static int hs_env_init(hs_env *env, const hs_config *cfg, int need_sessiond)
+/* The ticket-key daemon of d-tickets-sessiond: sealed (keys never travel
+ * in plaintext), ready once its log says so, and a client per server. */
+static int hs_env_tickets(hs_env *env)
+{
+    const char *args[] = {"--key-file", NULL, "--ticket-keys", NULL};
+    sc_options opt;
+    char port[32], err[256];
+
+    if (env->key_path[0] == '\0' && hs_make_key_file(env) != 0)
+        return -1;
+    args[1] = env->key_path;
+    if (th_daemon_start(&env->tk_daemon, args) != 0) {
+        fprintf(stderr, "handshake: cannot start the ticket-key sessiond\n");
+        return -1;
+    }
+    env->tk_daemon_up = 1;
+    if (th_daemon_wait_log(&env->tk_daemon, "ticket keys ready", 0, 5000) != 0) {
+        fprintf(stderr, "handshake: sessiond never had its ticket keys ready\n");
+        return -1;
+    }
+    snprintf(port, sizeof(port), "127.0.0.1:%d", env->tk_daemon.port);
+    sc_options_init(&opt);
+    opt.key_file = env->key_path;
+    for (int i = 0; i < 2; i++)
+        if ((env->tk_sc[i] = sc_client_new(port, &opt, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "handshake: sc_client_new: %s\n", err);
+            return -1;
+        }
+    return 0;
+}
+
+static int hs_env_init(hs_env *env, const hs_config *cfg, int need_sessiond, int need_tickets)
 {
     /* Sealed: the floor's v1 probe is plaintext, so loopback may send it. */
     const char *sealed_args[] = {"--key-file", NULL,           "--allow-plaintext",
@@ -1225,6 +1274,8 @@ static int hs_env_init(hs_env *env, const hs_config *cfg, int need_sessiond)
                 return -1;
             }
     }
+    if (need_tickets && hs_env_tickets(env) != 0)
+        return -1;
     return 0;
 }
 
@@ -1244,6 +1295,19 @@ static void hs_env_free(hs_env *env)
         }
         SSL_CTX_free(env->client_ctx[i]);
     }
+    for (int i = 0; i < 2; i++) {
+        if (env->tk_sc[i] != NULL) {
+            sc_get_stats(env->tk_sc[i], &st);
+            printf("libsessionc ticket keys %c: issued %" PRIu64 " no key %" PRIu64
+                   " decrypted current %" PRIu64 " old %" PRIu64 " next %" PRIu64
+                   " unknown %" PRIu64 " ring refreshes %" PRIu64 "\n",
+                   'A' + i, st.tickets_issued, st.tickets_no_key, st.tickets_current,
+                   st.tickets_old, st.tickets_next, st.tickets_unknown, st.ring_refreshes);
+            sc_client_free(env->tk_sc[i]);
+        }
+    }
+    if (env->tk_daemon_up)
+        th_daemon_stop(&env->tk_daemon);
     if (env->daemon_up)
         th_daemon_stop(&env->daemon);
     if (env->key_dir[0] != '\0')
@@ -1280,7 +1344,7 @@ int main(int argc, char **argv)
     static hs_case_run runs[2][HS_NCASES];
     int opened[2][HS_NCASES] = {{0}};
     const char *sessiond_path = NULL;
-    int need_sessiond = 0;
+    int need_sessiond = 0, need_tickets = 0;
     FILE *csv = NULL;
     hs_env env;
     int rc = 1;
@@ -1378,11 +1442,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < HS_NCASES; i++)
         if (cfg.selected[i] && hs_uses_sessiond(hs_cases[i].store))
             need_sessiond = 1;
-    if (need_sessiond && hs_find_sessiond(sessiond_path) != 0) {
+        else if (cfg.selected[i] && hs_cases[i].store == HS_TICKETS_SESSIOND)
+            need_tickets = 1;
+    if ((need_sessiond || need_tickets) && hs_find_sessiond(sessiond_path) != 0) {
         fprintf(stderr, "handshake: cannot tell where sessiond is; use --sessiond PATH\n");
         return 2;
     }
-    if (need_sessiond && access(getenv("SESSIOND"), X_OK) != 0) {
+    if ((need_sessiond || need_tickets) && access(getenv("SESSIOND"), X_OK) != 0) {
         fprintf(stderr, "handshake: sessiond %s: %s\n", getenv("SESSIOND"), strerror(errno));
         return 2;
     }
@@ -1393,7 +1459,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    if (hs_env_init(&env, &cfg, need_sessiond) != 0)
+    if (hs_env_init(&env, &cfg, need_sessiond, need_tickets) != 0)
         goto fail;
     printf("handshake benchmark: %ld handshakes per case (+%ld warm-up, at most %.0f s) in %ld "
            "interleaved rounds; RSA-2048 certificate, servers A/B share it and the session-ID "
@@ -1477,8 +1543,8 @@ int main(int argc, char **argv)
         if (cfg.selected[HS_NOSTORE_CASE])
             hs_print_target(baseline, &runs[vi][HS_NOSTORE_CASE].res);
     }
-    printf("\n* (d) ticket keys set by hand with SSL_CTX_set_tlsext_ticket_keys; the ticket-key "
-           "issue automates this.\n");
+    printf("\n* (d) ticket keys set by hand with SSL_CTX_set_tlsext_ticket_keys; \"sessiond ticket "
+           "keys\" gets them from sessiond's ring (sc_attach_ticket_keys).\n");
     rc = 0;
 
 fail:

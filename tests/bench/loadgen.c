@@ -64,6 +64,13 @@
  * keys that way and exits (the memory benchmark uses it). Then a warm-up
  * (--warmup, not counted) and the measured --duration.
  *
+ * Shared-store runs (run.sh's Redis part): `--fill-only --fill-rate R`
+ * through node 1 (paced, so its write-through keeps up),
+ * then `--no-fill --get-ratio 1 --sequential` against node 2: GETs walk
+ * the key space in order, so each asks node 2 for a key it has never seen
+ * and its answer needs a round trip to the store (until the walk wraps,
+ * reported as wraps=).
+ *
  * Known limits: IPv4 only; one file for all targets (a split of the
  * encoders and matchers into their own file would need a Makefile rule:
  * every tests/bench/ source is a binary with its own main); a
@@ -150,10 +157,12 @@ typedef struct lg_options {
     unsigned ttl_s;
     long server_pid;
     uint64_t seed;
-    int fill;      /* store every key before measuring */
-    int fill_only; /* store every key, report, exit */
-    int probe;     /* one GET answered within 5 s, or exit 1 */
-    int hist;      /* print the histogram's non-empty buckets */
+    int fill;         /* store every key before measuring */
+    int fill_only;    /* store every key, report, exit */
+    int probe;        /* one GET answered within 5 s, or exit 1 */
+    int sequential;   /* GETs walk the key space in order instead of at random */
+    double fill_rate; /* PUTs per second at most during the fill, 0: no cap */
+    int hist;         /* print the histogram's non-empty buckets */
 } lg_options;
 
 typedef struct lg_hist {
@@ -213,6 +222,8 @@ typedef struct lg {
     struct mmsghdr recv_msgs[LG_RECV_BATCH];
     struct iovec recv_iov[LG_RECV_BATCH];
     uint64_t rng;
+    uint32_t next_key; /* --sequential: the next key to ask for */
+    uint64_t wraps;    /* --sequential: walks past the last key */
     int measuring;
     int running; /* completions issue the next request */
     uint64_t end_ns;
@@ -587,13 +598,27 @@ static void lg_queue_get(lg *g, int slot_index, uint32_t key)
 }
 
 /* A key with no GET in flight: the window is at most half the key space,
- * so the walk is short. */
+ * so the walk is short. --sequential starts from the key after the last
+ * one asked for, so no key is asked twice until the walk wraps (counted):
+ * against a node that never stored the keys, every GET misses its near
+ * cache and goes to the shared store. */
 static uint32_t lg_pick_key(lg *g)
 {
-    uint32_t k = (uint32_t)(lg_mix(&g->rng) % g->opt.keys);
+    uint32_t k;
+
+    if (g->opt.sequential) {
+        k = g->next_key;
+    } else {
+        k = (uint32_t)(lg_mix(&g->rng) % g->opt.keys);
+    }
 
     while (g->key_slot[k] >= 0)
         k = k + 1 == g->opt.keys ? 0 : k + 1;
+    if (g->opt.sequential) {
+        g->next_key = k + 1 == g->opt.keys ? 0 : k + 1;
+        if (g->next_key == 0)
+            g->wraps++;
+    }
     return k;
 }
 
@@ -912,6 +937,7 @@ static int lg_sync_get(lg *g, uint32_t key, int tries, int timeout_ms)
 static int lg_fill(lg *g, uint64_t *payload_bytes, uint64_t *barrier_misses)
 {
     uint32_t batch_start = 0;
+    uint64_t t0 = lg_now_ns();
 
     *payload_bytes = 0;
     *barrier_misses = 0;
@@ -936,6 +962,21 @@ static int lg_fill(lg *g, uint64_t *payload_bytes, uint64_t *barrier_misses)
         if (found == 0)
             (*barrier_misses)++;
         batch_start = batch_end;
+        /* --fill-rate: a node that writes through to a shared store drops
+         * writes the store cannot take in time (bounded in-flight ops), and
+         * the barrier GET above is answered locally, so only pacing keeps
+         * the store's copy complete. Pacing, not synchronisation. */
+        if (g->opt.fill_rate > 0) {
+            uint64_t due = t0 + (uint64_t)((double)batch_end * 1e9 / g->opt.fill_rate);
+            uint64_t now = lg_now_ns();
+
+            if (now < due) {
+                struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000u),
+                                      .tv_nsec = (long)((due - now) % 1000000000u)};
+
+                nanosleep(&ts, NULL);
+            }
+        }
     }
     return 0;
 }
@@ -1034,7 +1075,10 @@ static void lg_print_result(lg *g, double seconds, double server_cpu_s, double c
     if (server_cpu_s >= 0 && ops > 0)
         printf(" server_cpu_pct=%.1f server_cpu_us_per_op=%.2f", 100.0 * server_cpu_s / seconds,
                server_cpu_s * 1e6 / (double)ops);
-    printf(" client_cpu_pct=%.1f\n", 100.0 * client_cpu_s / seconds);
+    printf(" client_cpu_pct=%.1f", 100.0 * client_cpu_s / seconds);
+    if (g->opt.sequential)
+        printf(" wraps=%" PRIu64, g->wraps);
+    printf("\n");
     if (g->opt.hist)
         lg_hist_print(h);
 }
@@ -1117,7 +1161,10 @@ static int lg_usage(FILE *out, int rc)
                  "  --server-pid PID  report the server's CPU per operation from /proc\n"
                  "  --seed N          random seed (1)\n"
                  "  --no-fill         skip storing every key before the run\n"
+                 "  --sequential      GETs ask for keys in order, not at random: no key twice\n"
+                 "                    until the walk wraps (result field wraps=)\n"
                  "  --fill-only       store every key, print the payload size, exit\n"
+                 "  --fill-rate R     at most R PUTs per second during the fill (no cap)\n"
                  "  --probe           exit 0 once one GET is answered (5 s at most)\n"
                  "  --hist            print the latency histogram's buckets\n"
                  "  --free-port       print a UDP port of 127.0.0.1 free right now, exit\n");
@@ -1197,6 +1244,8 @@ enum {
     OPT_HIST,
     OPT_FREE_PORT,
     OPT_KEY_FILE,
+    OPT_SEQUENTIAL,
+    OPT_FILL_RATE,
 };
 
 /* Fills *o from argv. Returns -1 to go on, else the exit status. */
@@ -1224,6 +1273,8 @@ static int lg_parse_options(lg_options *o, int argc, char **argv)
         {"hist", no_argument, NULL, OPT_HIST},
         {"free-port", no_argument, NULL, OPT_FREE_PORT},
         {"key-file", required_argument, NULL, OPT_KEY_FILE},
+        {"sequential", no_argument, NULL, OPT_SEQUENTIAL},
+        {"fill-rate", required_argument, NULL, OPT_FILL_RATE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1345,6 +1396,13 @@ static int lg_parse_options(lg_options *o, int argc, char **argv)
             return lg_free_port();
         case OPT_KEY_FILE:
             o->key_file = optarg;
+            break;
+        case OPT_SEQUENTIAL:
+            o->sequential = 1;
+            break;
+        case OPT_FILL_RATE:
+            if (lg_parse_double(optarg, 1, 1e9, &o->fill_rate) != 0)
+                return lg_bad("--fill-rate wants PUTs per second, at least 1");
             break;
         case 'h':
             return lg_usage(stdout, 0);

@@ -9,10 +9,13 @@
 # keep the run short), and prints a side-by-side table for W=1 and W=32:
 # absolute figures, the ratio to the echo server and sessiond against
 # memcached. Then the memory benchmark: sessiond's RSS per
-# stored session at 100 k and 1 M sessions. Figures go to $OUT/results.csv
+# stored session at 100 k and 1 M sessions. Then GETs on nodes with the
+# Redis backend (a near-cache hit, and a miss answered from Redis) next to
+# the in-memory default and the echo (skipped without redis-server).
+# Figures go to $OUT/results.csv
 # (every run), $OUT/summary.csv (medians per target and window),
-# $OUT/memory.csv and $OUT/report.txt; the chart (throughput vs window) to
-# docs/bench-throughput.png when gnuplot is there.
+# $OUT/memory.csv, $OUT/redis.csv and $OUT/report.txt; the chart
+# (throughput vs window) to docs/bench-throughput.png when gnuplot is there.
 #
 # Only ratios taken within one run mean anything: the machine is shared and
 # noisy. So the targets run interleaved (for each window and repetition:
@@ -25,6 +28,7 @@
 #   BENCH_WINDOWS   windows to sweep ("1 2 4 8 16 32 64")
 #   BENCH_SOCKETS   client sockets per run (4)
 #   BENCH_MEMORY    session counts for the memory benchmark ("100000 1000000"; "" skips it)
+#   BENCH_REDIS     0 skips the Redis backend part (1); more settings there
 #   BENCH_PIN       1: pin each server to CPU 1 and the generator to CPU 0 (0)
 #   BENCH_OUT       where results go ($BUILD/bench)
 #   BENCH_CHART     the PNG (docs/bench-throughput.png)
@@ -472,6 +476,224 @@ if [ -n "$MEMORY_COUNTS" ]; then
 		}
 	}' "$TMP/scale" | tee -a "$REPORT"
 	stop_pid "$SD_PID"
+fi
+
+# Redis backend (issue 7): GET throughput and latency on sessiond nodes
+# with `--backend redis://` next to the in-memory default and the echo, in
+# the same run, interleaved per repetition like the sweep. One redis-server
+# (no persistence) on loopback; all four targets get GETs only (the sweep
+# above has the 90/10 mix), values of ${MEM_MIN}..${MEM_MAX} B (real
+# session sizes) and REDIS_KEYS keys:
+#   echo           the raw UDP baseline
+#   memory         a sessiond without a backend (the default)
+#   redis-local    node 1 with --backend, which stored every key: GETs hit
+#                  its near cache
+#   redis-backend  node 2 (same Redis, same cluster key), keys in
+#                  order (loadgen --sequential): node 2 never stored them,
+#                  so each GET misses its near cache and waits for Redis.
+#                  A fresh node 2 per run, so no key is asked twice.
+# The keys are stored once through node 1 (written through to Redis) and
+# once into the memory daemon. Node 1's fill is paced (loadgen --fill-rate):
+# a node drops write-throughs that Redis cannot take in time (at most 1024
+# in flight), and on this shared VM an unpaced fill (~90 k PUTs/s) lost most
+# of them. The report says how many keys Redis holds, and which share of
+# node 2's GETs Redis answered with a value (a key Redis lacks still costs
+# the round trip). Redis's own CPU per backend GET comes from /proc.
+# Settings: BENCH_REDIS (1; 0 skips), BENCH_REDIS_KEYS (80000: more than one
+# run's backend GETs here; a run that wraps reports wraps>0),
+# BENCH_REDIS_FILL_RATE (20000 PUTs/s), BENCH_REDIS_REPS (runs per target
+# at W=32, 2; W=1 runs once): about 50 s in all here.
+# Files: $OUT/redis.csv (every run), and the table in the report.
+REDIS_KEYS=${BENCH_REDIS_KEYS:-80000}
+REDIS_FILL_RATE=${BENCH_REDIS_FILL_RATE:-20000}
+REDIS_REPS=${BENCH_REDIS_REPS:-2}
+
+# proc_cpu_ticks PID: user + system clock ticks of PID so far.
+proc_cpu_ticks() {
+	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# start_redis: sets RD_PID and RD_PORT. The port comes from a UDP probe, so
+# retry if TCP has it taken.
+start_redis() {
+	for attempt in 1 2 3; do
+		RD_PORT=$("$LOADGEN" --free-port)
+		$SERVER_CPU redis-server --port "$RD_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+			--dir "$TMP" --logfile "$TMP/redis.log" &
+		RD_PID=$!
+		PIDS="$PIDS $RD_PID"
+		i=0
+		while [ "$i" -lt 200 ] && kill -0 "$RD_PID" 2>/dev/null; do
+			[ "$(redis-cli -p "$RD_PORT" PING 2>/dev/null)" = PONG ] && return 0
+			i=$((i + 1))
+			sleep 0.05
+		done
+		echo "bench: redis-server attempt $attempt did not answer" >&2
+		stop_pid "$RD_PID"
+	done
+	return 1
+}
+
+# start_node LOGNAME: a sessiond on the bench Redis (sets SD_*), waited for
+# until its stats say backend_up=1.
+start_node() {
+	start_sessiond "$1" --max-memory 256m --key-file "$TMP/cluster.key" --allow-plaintext \
+		--allow 127.0.0.1/32 --backend "redis://127.0.0.1:$RD_PORT"
+	i=0
+	until sessiond_stats | grep -q ' backend_up=1'; do
+		i=$((i + 1))
+		if [ "$i" -gt 100 ]; then
+			echo "bench: sessiond $1 never reached Redis" >&2
+			cat "$SD_LOG" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# redis_run TARGET W REP: one loadgen run, one line appended to redis.csv.
+redis_run() {
+	t=$1 w=$2 rep=$3 extra="" share="" rcpu=""
+	case $t in
+	echo) port=$ECHO_PORT pid=$ECHO_PID extra="--keys 10000" ;;
+	memory) port=$MEMD_PORT pid=$MEMD_PID extra="--keys $REDIS_KEYS --no-fill" ;;
+	redis-local) port=$NODE1_PORT pid=$NODE1_PID extra="--keys $REDIS_KEYS --no-fill" ;;
+	redis-backend)
+		start_node "redis-node2-w$w-$rep" || exit 1
+		port=$SD_PORT pid=$SD_PID
+		extra="--keys $REDIS_KEYS --no-fill --sequential"
+		ticks0=$(proc_cpu_ticks "$RD_PID")
+		;;
+	esac
+	target=sessiond-v1
+	[ "$t" = echo ] && target="echo"
+	# shellcheck disable=SC2086 # $extra is a list of options
+	line=$($CLIENT_CPU timeout 120 "$LOADGEN" --target "$target" --port "$port" -w "$w" \
+		-c "$SOCKETS" -d "$DURATION" --warmup "$WARMUP" --server-pid "$pid" --get-ratio 1 \
+		--min-size "$MEM_MIN" --max-size "$MEM_MAX" $extra | grep '^result ') || {
+		echo "bench: loadgen failed for $t at W=$w" >&2
+		exit 1
+	}
+	if [ "$t" = redis-backend ]; then
+		ticks1=$(proc_cpu_ticks "$RD_PID")
+		stats=$(sessiond_stats) || stats=""
+		gets=$(printf '%s\n' "$stats" | sed -n 's/.* gets=\([0-9]*\).*/\1/p')
+		bhits=$(printf '%s\n' "$stats" | sed -n 's/.* backend_hits=\([0-9]*\).*/\1/p')
+		share=$(awk -v g="${gets:-0}" -v b="${bhits:-0}" 'BEGIN { printf "%.4f", g ? b / g : 0 }')
+		# Redis CPU per backend GET, warm-up included on both sides.
+		rcpu=$(awk -v t="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" -v b="${bhits:-0}" \
+			'BEGIN { printf "%.2f", b ? t * 1e6 / hz / b : 0 }')
+		stop_pid "$SD_PID"
+	fi
+	echo "$t,$w,$rep,$(field "$line" ops_per_s),$(field "$line" gets_per_s),$(field "$line" mean_us),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" lost),$(field "$line" server_cpu_us_per_op),$(field "$line" wraps),$share,$rcpu" >>"$OUT/redis.csv"
+	printf '  W=%-3s #%s %-14s %9s ops/s  mean %7s us  p99 %8s us  lost %-4s cpu %5s us/op%s\n' \
+		"$w" "$rep" "$t" "$(field "$line" ops_per_s)" "$(field "$line" mean_us)" \
+		"$(field "$line" p99_us)" "$(field "$line" lost)" "$(field "$line" server_cpu_us_per_op)" \
+		"${share:+  via Redis $share, Redis $rcpu us/GET}"
+}
+
+if [ "${BENCH_REDIS:-1}" != 0 ]; then
+	say ""
+	say "== Redis backend: GETs only, on nodes with --backend redis:// (values ${MEM_MIN}..${MEM_MAX} B, $REDIS_KEYS keys)"
+	if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+		say "redis: redis-server or redis-cli not installed; skipped"
+	elif ! start_redis; then
+		say "redis: redis-server did not start; skipped"
+	else
+		say "redis: $(redis-server --version | sed 's/ sha=.*//')"
+		start_sessiond redis-memory --max-memory 256m
+		MEMD_PID=$SD_PID MEMD_PORT=$SD_PORT
+		start_node redis-node1 || exit 1
+		NODE1_PID=$SD_PID NODE1_PORT=$SD_PORT
+		for port in $MEMD_PORT $NODE1_PORT; do
+			rate=""
+			[ "$port" = "$NODE1_PORT" ] && rate="--fill-rate $REDIS_FILL_RATE"
+			# shellcheck disable=SC2086 # $rate is empty or two words
+			timeout 300 "$LOADGEN" --target sessiond-v1 --port "$port" -c 1 --fill-only \
+				--keys "$REDIS_KEYS" --min-size "$MEM_MIN" --max-size "$MEM_MAX" $rate >/dev/null || {
+				echo "bench: the fill of $REDIS_KEYS sessions on port $port failed" >&2
+				exit 1
+			}
+		done
+		# Node 1 writes through asynchronously: wait (bounded, 10 s) until
+		# Redis holds every key, or its count stops moving (writes dropped).
+		i=0 last=-1
+		while :; do
+			now=$(redis-cli -p "$RD_PORT" DBSIZE)
+			[ "$now" -ge "$REDIS_KEYS" ] || [ "$now" = "$last" ] || [ "$i" -ge 100 ] && break
+			last=$now i=$((i + 1))
+			sleep 0.1
+		done
+		say "redis: $(redis-cli -p "$RD_PORT" DBSIZE) of $REDIS_KEYS keys stored through node 1" \
+			"at <= $REDIS_FILL_RATE PUTs/s;" \
+			"used_memory $(redis-cli -p "$RD_PORT" INFO memory | sed -n 's/^used_memory_human:\([^[:space:]]*\).*/\1/p')"
+		echo "target,window,rep,ops_per_s,gets_per_s,mean_us,p50_us,p99_us,lost,server_cpu_us_per_op,wraps,backend_share,redis_cpu_us_per_get" >"$OUT/redis.csv"
+		for w in 32 1; do
+			reps=$REDIS_REPS
+			[ "$w" = 1 ] && reps=1
+			rep=0
+			while [ "$rep" -lt "$reps" ]; do
+				rep=$((rep + 1))
+				for t in echo memory redis-local redis-backend; do
+					redis_run "$t" "$w" "$rep"
+				done
+			done
+		done
+		stop_pid "$NODE1_PID"
+		stop_pid "$MEMD_PID"
+		stop_pid "$RD_PID"
+		# Medians per target and window, with the ratios to echo and to
+		# the in-memory default taken per repetition (median of ratios).
+		say ""
+		awk -F, '
+		function median(list,   n, a, i, j, x) {
+			n = split(list, a, " ")
+			for (i = 2; i <= n; i++) {
+				x = a[i] + 0
+				for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
+				a[j + 1] = x
+			}
+			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		}
+		NR == 1 { next }
+		{
+			k = $1 "," $2
+			ops[k] = ops[k] " " $4; mean[k] = mean[k] " " $6; p99[k] = p99[k] " " $8
+			cpu[k] = cpu[k] " " $10; lost[k] += $9; wraps[k] += $11
+			if ($12 != "") share[k] = share[k] " " $12
+			if ($13 != "") rcpu[k] = rcpu[k] " " $13
+			run[$1, $2, $3, "ops"] = $4; run[$1, $2, $3, "p99"] = $8; run[$1, $2, $3, "mean"] = $6
+			if ($3 > maxrep[$2]) maxrep[$2] = $3
+		}
+		function ratio(num, den, w, f,   r, list) {
+			list = ""
+			for (r = 1; r <= maxrep[w]; r++)
+				if (run[den, w, r, f] > 0) list = list " " run[num, w, r, f] / run[den, w, r, f]
+			return list == "" ? 0 : median(list)
+		}
+		END {
+			n = split("echo memory redis-local redis-backend", t, " ")
+			for (wi = 1; wi <= 2; wi++) {
+				w = wi == 1 ? 32 : 1
+				printf "W=%-3s %-14s %10s %7s %7s %8s %8s %8s %5s %9s\n", w, "target", "ops/s", "x echo",
+				       "x mem", "mean us", "p99 us", "p99 x mem", "lost", "cpu us/op"
+				for (i = 1; i <= n; i++) {
+					k = t[i] "," w
+					if (!(k in ops)) continue
+					printf "      %-14s %10.0f %7.2f %7.2f %8.1f %8.1f %8.2f %5d %9.2f\n", t[i],
+					       median(ops[k]), ratio(t[i], "echo", w, "ops"), ratio(t[i], "memory", w, "ops"),
+					       median(mean[k]), median(p99[k]), ratio(t[i], "memory", w, "p99"), lost[k],
+					       median(cpu[k])
+				}
+				k = "redis-backend," w
+				if (k in share)
+					printf "      redis-backend: %.1f %% of GETs answered from Redis, Redis CPU %.2f us per GET, wraps %d\n",
+					       100 * median(share[k]), median(rcpu[k]), wraps[k]
+				printf "      (medians of %d run(s) of %s s; ratios: median of per-repetition ratios)\n",
+				       maxrep[w], dur
+			}
+		}' dur="$DURATION" "$OUT/redis.csv" | tee -a "$REPORT"
+	fi
 fi
 stop_pid "$ECHO_PID"
 

@@ -20,17 +20,18 @@
  * a stalled connection is dropped and remade; junk or a value moved to
  * another name completes ERROR and is counted as corrupt; unreachable from
  * the start; AUTH right and wrong; pending ops completed by backend_free;
- * target parsing.
+ * target parsing (redis:// and sentinel://). Latency histogram: its buckets
+ * add up to the answered ops, late replies excluded. Invalidation between
+ * two backends on one Redis: a del or take on A calls B's hook with exactly
+ * the key and not A's; put publishes nothing; the channel carries no key
+ * bytes; forged or junk messages are counted corrupt and ignored; the
+ * subscriptions come back after a Redis restart. (Sentinel: check_sentinel.c.)
  */
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,13 +42,9 @@
 #include "backend.h"
 #include "backend_redis.h"
 #include "harness.h"
+#include "redis_proc.h"
 
 #define WAIT_MS 5000
-
-typedef struct redis_proc {
-    pid_t pid;
-    int port;
-} redis_proc;
 
 static uint64_t mono_ms(void)
 {
@@ -68,78 +65,10 @@ static redisContext *sync_connect(int port)
     return c;
 }
 
-/* Starts redis-server on `port` (a free one if 0), extra args appended;
- * waits until it answers PING (or NOAUTH when a password is required). */
-static int redis_start(redis_proc *p, int port, const char *requirepass)
-{
-    if (port == 0)
-        port = th_free_tcp_port();
-    if (port <= 0)
-        return -1;
-    char port_s[16];
-    snprintf(port_s, sizeof(port_s), "%d", port);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        const char *argv[16] = {"redis-server", "--port", port_s, "--bind",
-                                "127.0.0.1",    "--save", "",     "--appendonly",
-                                "no",           "--dir",  "/tmp", NULL};
-        int n = 11;
-        if (requirepass) {
-            argv[n++] = "--requirepass";
-            argv[n++] = requirepass;
-        }
-        argv[n] = NULL;
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
-    p->pid = pid;
-    p->port = port;
-    uint64_t end = mono_ms() + WAIT_MS;
-    while (mono_ms() < end) {
-        redisContext *c = sync_connect(port);
-        if (c) {
-            redisReply *r = redisCommand(c, "PING");
-            int ready = r && (r->type == REDIS_REPLY_STATUS ||
-                              (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOAUTH")));
-            if (r)
-                freeReplyObject(r);
-            redisFree(c);
-            if (ready)
-                return 0;
-        }
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            p->pid = 0;
-            return -1;
-        }
-        /* Polling a condition (the port answering), bounded by WAIT_MS. */
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
-}
-
-static void redis_kill(redis_proc *p)
-{
-    if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->pid = 0;
-    }
-}
-
 /* --- the event loop and completions ------------------------------------ */
 
 static struct event_base *evbase;
-static redis_proc rp;
+static rp_proc rp;
 static uint8_t cluster_key[32];
 
 typedef struct result {
@@ -221,17 +150,32 @@ static backend *make_backend(void)
     return b;
 }
 
+static uint64_t histogram_count(const backend_stats *st)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < BACKEND_LATENCY_BUCKETS; i++)
+        n += st->latency_buckets[i];
+    return n;
+}
+
+/* Completions that carried an answer from Redis (not UNAVAILABLE). */
+static uint64_t answered(const backend_stats *st)
+{
+    return st->by_status[BACKEND_OK] + st->by_status[BACKEND_NOT_FOUND] +
+           st->by_status[BACKEND_EXISTS] + st->by_status[BACKEND_ERROR];
+}
+
 static void setup(void)
 {
     ck_assert_int_eq(RAND_bytes(cluster_key, sizeof(cluster_key)), 1);
     evbase = event_base_new();
     ck_assert_ptr_nonnull(evbase);
-    ck_assert_msg(redis_start(&rp, 0, NULL) == 0, "redis-server did not start");
+    ck_assert_msg(rp_redis_start(&rp, NULL, 0) == 0, "redis-server did not start");
 }
 
 static void teardown(void)
 {
-    redis_kill(&rp);
+    rp_kill(&rp);
     event_base_free(evbase);
 }
 
@@ -468,7 +412,7 @@ START_TEST(test_redis_killed_and_restarted)
     random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000);
     int port = rp.port;
-    redis_kill(&rp);
+    rp_kill(&rp);
     /* Right after the kill, before the loop has seen the EOF. */
     result r = {0};
     uint64_t t0 = mono_ms();
@@ -486,7 +430,7 @@ START_TEST(test_redis_killed_and_restarted)
         ck_assert_uint_lt(r.done_ms - t0, 100);
     }
     ck_assert(!backend_redis_is_up(b));
-    ck_assert_msg(redis_start(&rp, port, NULL) == 0, "restart on port %d failed", port);
+    ck_assert_msg(rp_redis_start_on(&rp, port, NULL, 0) == 0, "restart on port %d failed", port);
     ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "no reconnect");
     backend_stats st;
     backend_get_stats(b, &st);
@@ -510,7 +454,7 @@ END_TEST
 START_TEST(test_unreachable_from_start)
 {
     int port = rp.port;
-    redis_kill(&rp);
+    rp_kill(&rp);
     char target[64], err[256] = "";
     snprintf(target, sizeof(target), "redis://127.0.0.1:%d", port);
     backend_redis_config cfg = {.target = target, .cluster_key = cluster_key};
@@ -527,7 +471,7 @@ START_TEST(test_unreachable_from_start)
     }
     ck_assert(!backend_redis_is_up(b));
     /* Comes up once Redis does. */
-    ck_assert(redis_start(&rp, port, NULL) == 0);
+    ck_assert(rp_redis_start_on(&rp, port, NULL, 0) == 0);
     ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "no connect");
     backend_free(b);
 }
@@ -541,7 +485,7 @@ START_TEST(test_slow_redis_times_out)
     uint8_t key[49];
     random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000);
-    kill(rp.pid, SIGSTOP);
+    rp_stop(&rp);
     result r[6];
     memset(r, 0, sizeof(r));
     uint64_t t0 = mono_ms();
@@ -564,7 +508,7 @@ START_TEST(test_slow_redis_times_out)
     ck_assert_uint_eq(st.timeouts, 4);
     ck_assert_uint_eq(st.rejected_busy, 2);
     ck_assert_uint_eq(st.inflight, 4); /* still owed a reply */
-    kill(rp.pid, SIGCONT);
+    rp_cont(&rp);
     /* The late replies are dropped (no second completion) and free the slots. */
     result g = {0};
     uint64_t end = mono_ms() + WAIT_MS;
@@ -581,6 +525,10 @@ START_TEST(test_slow_redis_times_out)
         ck_assert_int_eq(r[i].calls, 1);
     backend_get_stats(b, &st);
     ck_assert_uint_eq(st.inflight, 0);
+    /* Late replies are not in the latency histogram: it counts exactly the
+     * completions that carried an answer. */
+    ck_assert_uint_eq(histogram_count(&st), answered(&st));
+    ck_assert_uint_ge(st.timeouts, 4);
     backend_free(b);
 }
 END_TEST
@@ -592,7 +540,7 @@ START_TEST(test_stalled_connection_is_remade)
     ck_assert(run_until(is_up, b, WAIT_MS) == 0);
     uint8_t key[49];
     random_key(key);
-    kill(rp.pid, SIGSTOP);
+    rp_stop(&rp);
     result r = {0};
     backend_get(b, key, sizeof(key), record, &r);
     wait_done(&r);
@@ -606,7 +554,7 @@ START_TEST(test_stalled_connection_is_remade)
     } while (st.disconnects == 0 && mono_ms() < end);
     ck_assert_uint_eq(st.disconnects, 1);
     ck_assert_uint_eq(st.inflight, 0);
-    kill(rp.pid, SIGCONT);
+    rp_cont(&rp);
     ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "no reconnect after the stall");
     /* Redis has just resumed: allow a few timeouts before it answers in time. */
     result r2 = {0};
@@ -699,14 +647,31 @@ END_TEST
 START_TEST(test_auth)
 {
     int port = rp.port;
-    redis_kill(&rp);
-    ck_assert(redis_start(&rp, port, "s3cret-pass") == 0);
+    rp_kill(&rp);
+    ck_assert(rp_redis_start_on(&rp, port, "s3cret-pass", 0) == 0);
     backend_redis_config good = {.password = "s3cret-pass"};
     backend *b = make_backend_cfg(&good);
     ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "not up with the right password");
     uint8_t key[49];
     random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000);
+    /* The invalidation subscription authenticates too. */
+    redisContext *c = sync_connect(rp.port);
+    ck_assert_ptr_nonnull(c);
+    redisReply *a = redisCommand(c, "AUTH s3cret-pass");
+    ck_assert_ptr_nonnull(a);
+    freeReplyObject(a);
+    long long subs = -1;
+    uint64_t sub_end = mono_ms() + WAIT_MS;
+    while (subs != 1 && mono_ms() < sub_end) {
+        pump(5);
+        redisReply *n = redisCommand(c, "PUBSUB NUMSUB %s", BACKEND_REDIS_INV_CHANNEL);
+        ck_assert_ptr_nonnull(n);
+        subs = n->type == REDIS_REPLY_ARRAY ? n->element[1]->integer : -1;
+        freeReplyObject(n);
+    }
+    ck_assert_int_eq(subs, 1);
+    redisFree(c);
     backend_redis_config bad = {.password = "wrong", .backoff_min_ms = 10, .backoff_max_ms = 20};
     backend *nb = make_backend_cfg(&bad);
     backend_stats st;
@@ -730,7 +695,7 @@ START_TEST(test_free_completes_pending)
     backend *b = make_backend();
     uint8_t key[49];
     random_key(key);
-    kill(rp.pid, SIGSTOP);
+    rp_stop(&rp);
     result r[3];
     memset(r, 0, sizeof(r));
     for (int i = 0; i < 3; i++)
@@ -741,7 +706,230 @@ START_TEST(test_free_completes_pending)
         ck_assert_int_eq(r[i].calls, 1);
         ck_assert_int_eq(r[i].status, BACKEND_UNAVAILABLE);
     }
-    kill(rp.pid, SIGCONT);
+    rp_cont(&rp);
+}
+END_TEST
+
+START_TEST(test_latency_histogram)
+{
+    backend *b = make_backend();
+    enum { N = 40 };
+    uint8_t key[49];
+    for (int i = 0; i < N; i++) {
+        random_key(key);
+        result r = {0};
+        switch (i % 4) {
+        case 0:
+            backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 10000, record, &r);
+            break;
+        case 1:
+            backend_get(b, key, sizeof(key), record, &r);
+            break;
+        case 2:
+            backend_add(b, key, sizeof(key), (const uint8_t *)"v", 1, 10000, record, &r);
+            break;
+        default:
+            backend_take(b, key, sizeof(key), record, &r);
+            break;
+        }
+        wait_done(&r);
+        ck_assert_int_ne(r.status, BACKEND_UNAVAILABLE);
+    }
+    /* A bad argument completes at once, without asking Redis: not measured. */
+    result bad = {0};
+    backend_get(b, key, 0, record, &bad);
+    ck_assert_int_eq(bad.status, BACKEND_ERROR);
+    backend_stats st;
+    backend_get_stats(b, &st);
+    ck_assert_uint_eq(histogram_count(&st), N);
+    ck_assert_uint_eq(answered(&st), N + 1);
+    ck_assert_uint_gt(st.latency_sum_us, 0);
+    /* Loopback answers well under the last finite bound (100 ms). */
+    ck_assert_uint_eq(st.latency_buckets[BACKEND_LATENCY_BUCKETS - 1], 0);
+    ck_assert_uint_le(st.latency_sum_us, (uint64_t)N * 100000u);
+    backend_free(b);
+}
+END_TEST
+
+/* --- invalidation between nodes ------------------------------------------- */
+
+typedef struct inv_log {
+    int calls;
+    uint8_t key[BACKEND_MAX_KEY];
+    size_t key_len;
+} inv_log;
+
+static void on_invalidate(void *arg, const uint8_t *key, size_t key_len)
+{
+    inv_log *l = arg;
+    l->calls++;
+    l->key_len = key_len;
+    if (key_len <= sizeof(l->key))
+        memcpy(l->key, key, key_len);
+}
+
+static int inv_called(void *arg)
+{
+    return ((inv_log *)arg)->calls > 0;
+}
+
+static long long numsub(void)
+{
+    redisReply *r = rp_command(rp.port, "PUBSUB NUMSUB %s", BACKEND_REDIS_INV_CHANNEL);
+    long long n = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_INTEGER)
+        n = r->element[1]->integer;
+    if (r)
+        freeReplyObject(r);
+    return n;
+}
+
+/* Pumps the loop until `n` subscribers listen on the channel. */
+static void wait_subscribers(long long n)
+{
+    uint64_t end = mono_ms() + WAIT_MS;
+    while (numsub() != n) {
+        ck_assert_msg(mono_ms() < end, "subscribers: %lld, want %lld", numsub(), n);
+        pump(5);
+    }
+}
+
+START_TEST(test_invalidation_between_nodes)
+{
+    backend *a = make_backend(), *b = make_backend();
+    inv_log la = {0}, lb = {0};
+    backend_set_invalidate(a, on_invalidate, &la);
+    backend_set_invalidate(b, on_invalidate, &lb);
+    wait_subscribers(2);
+    /* An operator's (or sniffer's) view of the channel. */
+    redisContext *spy = sync_connect(rp.port);
+    ck_assert_ptr_nonnull(spy);
+    redisReply *sr = redisCommand(spy, "SUBSCRIBE %s", BACKEND_REDIS_INV_CHANNEL);
+    ck_assert_ptr_nonnull(sr);
+    freeReplyObject(sr);
+
+    uint8_t k1[49], k2[49];
+    random_key(k1);
+    random_key(k2);
+    do_put(a, k1, sizeof(k1), (const uint8_t *)"v", 1, 60000);
+    result r = {0};
+    backend_del(a, k1, sizeof(k1), record, &r);
+    wait_done(&r);
+    ck_assert_int_eq(r.status, BACKEND_OK);
+    ck_assert_msg(run_until(inv_called, &lb, WAIT_MS) == 0, "B never heard of A's del");
+    ck_assert_int_eq(lb.calls, 1);
+    ck_assert_uint_eq(lb.key_len, sizeof(k1));
+    ck_assert_mem_eq(lb.key, k1, sizeof(k1));
+    /* B's take reaches A; A, which got its own del message before (same
+     * channel, in order), did not call its hook for it. A take publishes
+     * whatever it found (nothing here). */
+    memset(&r, 0, sizeof(r));
+    backend_take(b, k2, sizeof(k2), record, &r);
+    wait_done(&r);
+    ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
+    ck_assert_msg(run_until(inv_called, &la, WAIT_MS) == 0, "A never heard of B's take");
+    ck_assert_int_eq(la.calls, 1);
+    ck_assert_uint_eq(la.key_len, sizeof(k2));
+    ck_assert_mem_eq(la.key, k2, sizeof(k2));
+    ck_assert_int_eq(lb.calls, 1);
+
+    /* A take that found something, from A: B hears it, A does not. */
+    do_put(b, k2, sizeof(k2), (const uint8_t *)"w", 1, 60000);
+    memset(&r, 0, sizeof(r));
+    lb.calls = 0;
+    backend_take(a, k2, sizeof(k2), record, &r);
+    wait_done(&r);
+    ck_assert_int_eq(r.status, BACKEND_OK);
+    ck_assert(run_until(inv_called, &lb, WAIT_MS) == 0);
+    ck_assert_mem_eq(lb.key, k2, sizeof(k2));
+    /* put does not publish. */
+    do_put(a, k1, sizeof(k1), (const uint8_t *)"x", 1, 60000);
+
+    backend_stats sa, sb;
+    backend_get_stats(a, &sa);
+    backend_get_stats(b, &sb);
+    ck_assert_uint_eq(sa.invalidations_sent, 2);
+    ck_assert_uint_eq(sb.invalidations_sent, 1);
+    ck_assert_uint_eq(sa.invalidations_received, 1);
+    ck_assert_uint_eq(sb.invalidations_received, 2);
+
+    /* What went over the channel: 3 messages, none holding the key in clear. */
+    redisReply *msgs[3];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(redisGetReply(spy, (void **)&msgs[i]), REDIS_OK);
+        ck_assert_int_eq(msgs[i]->type, REDIS_REPLY_ARRAY);
+        ck_assert_uint_eq(msgs[i]->elements, 3);
+        const redisReply *payload = msgs[i]->element[2];
+        ck_assert_uint_eq(payload->len, 8 + sizeof(k1) + BACKEND_REDIS_SEAL_OVERHEAD);
+        for (size_t off = 0; off + 8 <= 48; off += 8) {
+            ck_assert_ptr_null(memmem(payload->str, payload->len, k1 + 1 + off, 8));
+            ck_assert_ptr_null(memmem(payload->str, payload->len, k2 + 1 + off, 8));
+        }
+    }
+    /* Junk, and a genuine message with another node ID (bound to it), do not
+     * open: counted corrupt by both, no hook called. */
+    const redisReply *genuine = msgs[0]->element[2];
+    char forged[256];
+    memcpy(forged, genuine->str, genuine->len);
+    forged[0] ^= 1;
+    redisReply *pr = rp_command(rp.port, "PUBLISH %s %b", BACKEND_REDIS_INV_CHANNEL, forged,
+                                (size_t)genuine->len);
+    ck_assert_ptr_nonnull(pr);
+    freeReplyObject(pr);
+    pr = rp_command(rp.port, "PUBLISH %s junk", BACKEND_REDIS_INV_CHANNEL);
+    freeReplyObject(pr);
+    memcpy(forged, genuine->str, genuine->len);
+    forged[genuine->len - 1] ^= 1; /* the tag */
+    pr = rp_command(rp.port, "PUBLISH %s %b", BACKEND_REDIS_INV_CHANNEL, forged,
+                    (size_t)genuine->len);
+    freeReplyObject(pr);
+    uint64_t end = mono_ms() + WAIT_MS;
+    do {
+        pump(5);
+        backend_get_stats(a, &sa);
+        backend_get_stats(b, &sb);
+    } while ((sa.corrupt < 2 || sb.corrupt < 3) && mono_ms() < end);
+    /* The copy with a flipped tag still carries A's ID: A skips it as its own. */
+    ck_assert_uint_eq(sa.corrupt, 2);
+    ck_assert_uint_eq(sb.corrupt, 3);
+    ck_assert_uint_eq(sa.invalidations_received, 1);
+    ck_assert_uint_eq(sb.invalidations_received, 2);
+    ck_assert_int_eq(la.calls, 1);
+    ck_assert_int_eq(lb.calls, 1);
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(msgs[i]);
+    redisFree(spy);
+    backend_free(a);
+    backend_free(b);
+}
+END_TEST
+
+START_TEST(test_invalidation_survives_restart)
+{
+    backend_redis_config cfg = {.backoff_min_ms = 10, .backoff_max_ms = 40};
+    backend *a = make_backend_cfg(&cfg);
+    backend_redis_config cfg2 = {.backoff_min_ms = 10, .backoff_max_ms = 40};
+    backend *b = make_backend_cfg(&cfg2);
+    inv_log lb = {0};
+    backend_set_invalidate(b, on_invalidate, &lb);
+    ck_assert(run_until(is_up, a, WAIT_MS) == 0);
+    wait_subscribers(2);
+    int port = rp.port;
+    rp_kill(&rp);
+    ck_assert(rp_redis_start_on(&rp, port, NULL, 0) == 0);
+    /* Both subscriptions come back by themselves, with the data connections. */
+    ck_assert(run_until(is_up, a, WAIT_MS) == 0);
+    wait_subscribers(2);
+    uint8_t key[49];
+    random_key(key);
+    result r = {0};
+    backend_del(a, key, sizeof(key), record, &r);
+    wait_done(&r);
+    ck_assert(run_until(inv_called, &lb, WAIT_MS) == 0);
+    ck_assert_mem_eq(lb.key, key, sizeof(key));
+    backend_free(a);
+    backend_free(b);
 }
 END_TEST
 
@@ -796,6 +984,61 @@ START_TEST(test_parse_target)
     cfg.target = "redis://no-such-host.invalid:6379";
     ck_assert_ptr_null(backend_redis_new(evbase, &cfg, err, sizeof(err)));
     ck_assert_ptr_nonnull(strstr(err, "no-such-host.invalid"));
+
+    /* Sentinel targets. */
+    backend_redis_sentinels sn;
+    ck_assert_int_eq(backend_redis_parse_sentinel("sentinel://127.0.0.1:26379,[::1]:26380,s.local:"
+                                                  "5/my-master.1_x",
+                                                  &sn, err, sizeof(err)),
+                     0);
+    ck_assert_int_eq(sn.count, 3);
+    ck_assert_str_eq(sn.host[0], "127.0.0.1");
+    ck_assert_int_eq(sn.port[0], 26379);
+    ck_assert_str_eq(sn.host[1], "::1");
+    ck_assert_int_eq(sn.port[1], 26380);
+    ck_assert_str_eq(sn.host[2], "s.local");
+    ck_assert_int_eq(sn.port[2], 5);
+    ck_assert_str_eq(sn.master_name, "my-master.1_x");
+    ck_assert_int_eq(backend_redis_parse_sentinel("sentinel://h:1/m", &sn, err, sizeof(err)), 0);
+    ck_assert_int_eq(sn.count, 1);
+    ck_assert_int_eq(backend_redis_check_target("sentinel://h:1/m", err, sizeof(err)), 0);
+    ck_assert_int_eq(backend_redis_check_target("redis://h:1", err, sizeof(err)), 0);
+    static const char *bad_sn[] = {
+        "sentinel://",
+        "sentinel://h:1",
+        "sentinel://h:1/",
+        "sentinel:///m",
+        "sentinel://h/m",
+        "sentinel://h:0/m",
+        "sentinel://h:1,/m",
+        "sentinel://,h:1/m",
+        "sentinel://h:1,h:70000/m",
+        "sentinel://h:1/m n",
+        "sentinel://h:1/m/x",
+        "sentinel://::1:5/m",
+        "sentinel://h:1/"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "sentinel://a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,a:1,"
+        "a:1,a:1,a:1,a:1/m",
+        "redis://h:1/m"};
+    for (size_t i = 0; i < sizeof(bad_sn) / sizeof(bad_sn[0]); i++) {
+        err[0] = '\0';
+        ck_assert_msg(backend_redis_parse_sentinel(bad_sn[i], &sn, err, sizeof(err)) == -1,
+                      "accepted '%s'", bad_sn[i]);
+        ck_assert_msg(strstr(err, bad_sn[i]) != NULL && strchr(err, '\n') == NULL,
+                      "error '%s' does not name '%s'", err, bad_sn[i]);
+        err[0] = '\0';
+        ck_assert_int_eq(backend_redis_check_target(bad_sn[i], err, sizeof(err)), -1);
+        ck_assert_ptr_nonnull(strstr(err, bad_sn[i]));
+    }
+    ck_assert_int_eq(backend_redis_check_target("memcache://h:1", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "memcache://h:1"));
+    cfg.target = "sentinel://h:1";
+    ck_assert_ptr_null(backend_redis_new(evbase, &cfg, err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "sentinel://h:1"));
+    cfg.target = "sentinel://127.0.0.1:1,no-such-host.invalid:2/m";
+    ck_assert_ptr_null(backend_redis_new(evbase, &cfg, err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "no-such-host.invalid"));
 }
 END_TEST
 
@@ -817,6 +1060,9 @@ static Suite *backend_redis_suite(void)
     tcase_add_test(tc, test_corrupt_values);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_free_completes_pending);
+    tcase_add_test(tc, test_latency_histogram);
+    tcase_add_test(tc, test_invalidation_between_nodes);
+    tcase_add_test(tc, test_invalidation_survives_restart);
     tcase_add_test(tc, test_parse_target);
     suite_add_tcase(s, tc);
     return s;

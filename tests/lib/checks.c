@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define STATS_LINE 2048
+#define STATS_LINE 8192
 
 void tc_start(th_daemon *d, const char *const *extra)
 {

@@ -337,6 +337,65 @@ START_TEST(test_max_ttl_bounds)
 }
 END_TEST
 
+START_TEST(test_backend_and_ticket_flags)
+{
+    config cfg;
+    char err[256];
+
+    ck_assert_int_eq(parse(&cfg, err, sizeof(err), WORDS("--key-file", "/k")), CONFIG_RUN);
+    ck_assert_uint_eq(cfg.n_backends, 0);
+    ck_assert_uint_eq(cfg.backend_timeout_ms, 50);
+    ck_assert_int_eq(cfg.ticket_keys, 0);
+    ck_assert_uint_eq(cfg.ticket_rotate_s, 3600);
+    ck_assert_uint_eq(cfg.ticket_lifetime_s, 43200);
+
+    ck_assert_int_eq(
+        parse(&cfg, err, sizeof(err),
+              WORDS("--key-file", "/k", "--backend", "redis://10.0.0.1:6379", "--backend",
+                    "sentinel://10.0.0.2:26379,10.0.0.3:26379/main", "--backend-password-file",
+                    "/pw", "--backend-timeout", "20", "--ticket-keys", "--ticket-rotate", "60",
+                    "--ticket-lifetime", "600")),
+        CONFIG_RUN);
+    ck_assert_uint_eq(cfg.n_backends, 2);
+    ck_assert_str_eq(cfg.backends[0], "redis://10.0.0.1:6379");
+    ck_assert_str_eq(cfg.backends[1], "sentinel://10.0.0.2:26379,10.0.0.3:26379/main");
+    ck_assert_str_eq(cfg.backend_password_file, "/pw");
+    ck_assert_uint_eq(cfg.backend_timeout_ms, 20);
+    ck_assert_int_eq(cfg.ticket_keys, 1);
+    ck_assert_uint_eq(cfg.ticket_rotate_s, 60);
+    ck_assert_uint_eq(cfg.ticket_lifetime_s, 600);
+}
+END_TEST
+
+START_TEST(test_backend_and_ticket_refusals)
+{
+    expect_error("--backend", "needs --key-file", WORDS("--backend", "redis://127.0.0.1:6379"));
+    expect_error("--backend", "http://x", WORDS("--key-file", "/k", "--backend", "http://x"));
+    expect_error("--backend", "password",
+                 WORDS("--key-file", "/k", "--backend", "redis://:secret@127.0.0.1:6379"));
+    expect_error("--backend", "twice",
+                 WORDS("--key-file", "/k", "--backend", "redis://a:1", "--backend", "redis://a:1"));
+    expect_error("--backend", "redis://10.0.0.1",
+                 WORDS("--key-file", "/k", "--backend", "redis://10.0.0.1"));
+    expect_error("--backend", "sentinel://10.0.0.1:26379",
+                 WORDS("--key-file", "/k", "--backend", "sentinel://10.0.0.1:26379"));
+    expect_error("--backend-password-file", "needs --backend",
+                 WORDS("--backend-password-file", "/pw"));
+    expect_error("--backend-timeout", "'0'",
+                 WORDS("--key-file", "/k", "--backend", "redis://a:1", "--backend-timeout", "0"));
+    expect_error("--backend-timeout", "10001", WORDS("--backend-timeout", "10001"));
+    expect_error("--ticket-keys", "needs --key-file", WORDS("--ticket-keys"));
+    expect_error("--ticket-lifetime", "604801", WORDS("--ticket-lifetime", "604801"));
+    expect_error("--ticket-lifetime", "7 days", WORDS("--ticket-lifetime", "999999"));
+    expect_error("--ticket-rotate", "'0'", WORDS("--ticket-rotate", "0"));
+    expect_error("--ticket-rotate", "1h", WORDS("--ticket-rotate", "1h"));
+    /* 604800 / 60 = 10080 keys: more than a ring holds. */
+    expect_error("--ticket-lifetime", "rotate less often",
+                 WORDS("--key-file", "/k", "--ticket-keys", "--ticket-rotate", "60",
+                       "--ticket-lifetime", "604800"));
+}
+END_TEST
+
 START_TEST(test_bad_listen)
 {
     expect_error("--listen", "1.2.3", WORDS("--listen", "1.2.3"));
@@ -587,6 +646,8 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_missing_argument);
     tcase_add_test(tc, test_help_and_version);
     tcase_add_test(tc, test_repeated_calls);
+    tcase_add_test(tc, test_backend_and_ticket_flags);
+    tcase_add_test(tc, test_backend_and_ticket_refusals);
     tcase_add_test(tc, test_small_error_buffer);
     suite_add_tcase(s, tc);
     return s;

@@ -69,8 +69,8 @@ static void expect_absent(const char *fragment)
     ck_assert_msg(strstr(text, fragment) == NULL, "unexpected '%s' in:\n%s", fragment, text);
 }
 
-/* Every line is a comment or "name[{labels}] value", and the text ends
- * with a newline. */
+/* Every line is a comment or "name[{labels}] value" (an integer, or a
+ * decimal with one point), and the text ends with a newline. */
 static void expect_well_formed(void)
 {
     const char *line = text;
@@ -89,8 +89,13 @@ static void expect_well_formed(void)
 
             ck_assert_msg(strncmp(line, "sessiond_", 9) == 0, "bad line: %.*s", (int)len, line);
             ck_assert_msg(space != NULL && space + 1 < end, "no value: %.*s", (int)len, line);
-            for (const char *p = space + 1; p < end; p++)
-                ck_assert_msg(*p >= '0' && *p <= '9', "bad value: %.*s", (int)len, line);
+            int points = 0;
+
+            for (const char *p = space + 1; p < end; p++) {
+                points += *p == '.';
+                ck_assert_msg((*p >= '0' && *p <= '9') || (*p == '.' && points == 1 && p + 1 < end),
+                              "bad value: %.*s", (int)len, line);
+            }
         }
         line = end + 1;
     }
@@ -116,6 +121,34 @@ START_TEST(test_counters_and_gauges)
     expect_absent("sessiond_entries_total");
     expect_absent("sessiond_bytes_total");
     expect_absent("sessiond_gets_total_total");
+    expect_well_formed();
+}
+END_TEST
+
+/* The shared store's fields: gauges where they are levels, and the latency
+ * buckets turned into one cumulative histogram in seconds. */
+START_TEST(test_backend_fields_and_histogram)
+{
+    format("hits=4 backend_hits=2 backend_up=1 backend_inflight=3 backend_failovers=1 "
+           "backend_latency_le_100us=5 backend_latency_le_250us=0 backend_latency_le_1000us=2 "
+           "backend_latency_le_inf=1 backend_latency_sum_us=2500123 ticket_keys=14",
+           65536, "1.2.3");
+    expect_metric("sessiond_hits_total", "counter", "4");
+    expect_metric("sessiond_backend_hits_total", "counter", "2");
+    expect_metric("sessiond_backend_up", "gauge", "1");
+    expect_metric("sessiond_backend_inflight", "gauge", "3");
+    expect_metric("sessiond_backend_failovers_total", "counter", "1");
+    expect_metric("sessiond_ticket_keys", "gauge", "14");
+    ck_assert_ptr_nonnull(strstr(text,
+                                 "# TYPE sessiond_backend_latency_seconds histogram\n"
+                                 "sessiond_backend_latency_seconds_bucket{le=\"0.000100\"} 5\n"
+                                 "sessiond_backend_latency_seconds_bucket{le=\"0.000250\"} 5\n"
+                                 "sessiond_backend_latency_seconds_bucket{le=\"0.001000\"} 7\n"
+                                 "sessiond_backend_latency_seconds_bucket{le=\"+Inf\"} 8\n"
+                                 "sessiond_backend_latency_seconds_sum 2.500123\n"
+                                 "sessiond_backend_latency_seconds_count 8\n"));
+    expect_absent("sessiond_backend_latency_le_100us_total");
+    expect_absent("sessiond_backend_up_total");
     expect_well_formed();
 }
 END_TEST
@@ -317,6 +350,7 @@ static Suite *metrics_suite(void)
 
     tcase_add_test(tc, test_counters_and_gauges);
     tcase_add_test(tc, test_junk_fields_skipped);
+    tcase_add_test(tc, test_backend_fields_and_histogram);
     tcase_add_test(tc, test_version_label_escaped);
     tcase_add_test(tc, test_truncation);
     tcase_add_test(tc, test_real_stats_line);

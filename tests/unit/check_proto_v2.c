@@ -237,7 +237,7 @@ static int model_fields(int answer, unsigned op, unsigned flags, unsigned status
                         size_t v)
 {
     unsigned base = op & 0x7f;
-    int known = base >= 1 && base <= 5;
+    int known = (base >= 1 && base <= 7) || base == 0x10;
     int value_wanted = 0, value_allowed = 0;
 
     if (!known || (answer && !(op & 0x80)) || (!answer && (op & 0x80)))
@@ -246,15 +246,15 @@ static int model_fields(int answer, unsigned op, unsigned flags, unsigned status
         return PROTO_ERR_FLAGS;
     if (!answer && (flags & 2) && base != 1 && base != 3)
         return PROTO_ERR_FLAGS;
-    if (answer && (status > 2 || (flags & 2)))
+    if (answer && (status > 4 || (flags & 2)))
         return PROTO_ERR_FLAGS;
-    if (base == 4 || base == 5 ? k != 0 : (k < 1 || k > 64))
+    if (base == 4 || base == 5 || base == 0x10 ? k != 0 : (k < 1 || k > 64))
         return PROTO_ERR_KEY;
     if (v > 65387)
         return PROTO_ERR_TOO_LONG;
-    if (!answer && base == 1)
+    if (!answer && (base == 1 || base == 7)) /* PUT, ADD */
         value_wanted = value_allowed = 1;
-    if (answer && status == 0 && base == 2)
+    if (answer && status == 0 && (base == 2 || base == 6 || base == 0x10)) /* GET, TAKE, KEYS */
         value_wanted = value_allowed = 1;
     if (answer && status == 0 && base == 5)
         value_allowed = 1;
@@ -477,7 +477,7 @@ START_TEST(test_parse_flags)
     expect_parse(buf, 64, 1, PROTO_ERR_FLAGS);
     free(buf);
 
-    /* A request's status must be 0; an answer's 0..2. */
+    /* A request's status must be 0; an answer's 0..4. */
     buf = make_plain(PROTO_V2_DEL, 0, 0, 48, 0);
     for (status = 1; status <= 0xff; status++) {
         buf[3] = (uint8_t)status;
@@ -486,7 +486,7 @@ START_TEST(test_parse_flags)
     buf[1] = 0x83;
     for (status = 0; status <= 0xff; status++) {
         buf[3] = (uint8_t)status;
-        expect_parse(buf, 64, 1, status <= 2 ? PROTO_OK : PROTO_ERR_FLAGS);
+        expect_parse(buf, 64, 1, status <= 4 ? PROTO_OK : PROTO_ERR_FLAGS);
     }
     free(buf);
 }
@@ -564,20 +564,24 @@ START_TEST(test_parse_type)
 
     for (op = 0; op <= 0xff; op++) {
         unsigned base = op & 0x7f;
-        int known = base >= 1 && base <= 5;
-        size_t k = base >= 4 ? 0 : 48;
+        int known = (base >= 1 && base <= 7) || base == 0x10;
+        size_t k = base == 4 || base == 5 || base == 0x10 ? 0 : 48;
 
         buf[1] = (uint8_t)op;
         put16(buf + 12, (unsigned)k);
-        /* A PUT without a value is refused later, as empty_value: the type passed. */
+        /* A PUT or ADD without a value is refused later, as empty_value: the
+         * type passed; so is a found GET, TAKE or KEYS answer. */
         if (!known || (op & 0x80))
             expect_parse(buf, 16 + k, 0, PROTO_ERR_TYPE);
         else
-            expect_parse(buf, 16 + k, 0, op == PROTO_V2_PUT ? PROTO_ERR_EMPTY_VALUE : PROTO_OK);
+            expect_parse(buf, 16 + k, 0,
+                         op == PROTO_V2_PUT || op == PROTO_V2_ADD ? PROTO_ERR_EMPTY_VALUE
+                                                                  : PROTO_OK);
         if (!known || !(op & 0x80))
             expect_parse(buf, 16 + k, 1, PROTO_ERR_TYPE);
         else
-            expect_parse(buf, 16 + k, 1, op == 0x82 ? PROTO_ERR_EMPTY_VALUE : PROTO_OK);
+            expect_parse(buf, 16 + k, 1,
+                         op == 0x82 || op == 0x86 || op == 0x90 ? PROTO_ERR_EMPTY_VALUE : PROTO_OK);
     }
     free(buf);
 }
@@ -666,7 +670,7 @@ START_TEST(test_parse_encode_matrix)
     put_body(buf + 16, 64, 65508 - 16 - 64);
     for (op = 0; op <= 0xff; op++)
         for (f = 0; f < sizeof flag_set; f++)
-            for (status = 0; status <= 3; status++)
+            for (status = 0; status <= 5; status++)
                 for (l = 0; l < sizeof lens / sizeof lens[0]; l++) {
                     size_t k = lens[l].k, v = lens[l].v, len = 16 + k + v;
                     int answer;
@@ -1233,12 +1237,12 @@ START_TEST(test_open_fields_after_auth)
         size_t k, v;
         int answer, want;
     } cases[] = {
-        {0x06, 1, 0, 48, 0, 0, PROTO_ERR_TYPE},
+        {0x08, 1, 0, 48, 0, 0, PROTO_ERR_TYPE},
         {0x82, 1, 0, 48, 5, 0, PROTO_ERR_TYPE},
         {0x02, 1, 0, 48, 0, 1, PROTO_ERR_TYPE},
         {0x02, 1, 1, 48, 0, 0, PROTO_ERR_FLAGS},
         {0x02, 3, 0, 48, 0, 0, PROTO_ERR_FLAGS},
-        {0x82, 1, 3, 48, 0, 1, PROTO_ERR_FLAGS},
+        {0x82, 1, 5, 48, 0, 1, PROTO_ERR_FLAGS},
         {0x02, 1, 0, 0, 0, 0, PROTO_ERR_KEY},
         {0x02, 1, 0, 65, 0, 0, PROTO_ERR_KEY},
         {0x04, 1, 0, 4, 0, 0, PROTO_ERR_KEY},
