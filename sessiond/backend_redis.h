@@ -4,9 +4,11 @@
  * ever blocks the loop. A target is one Redis ("redis://HOST:PORT") or a
  * master found and followed through Redis Sentinel
  * ("sentinel://H:P[,H:P...]/NAME"). del and take tell the other nodes
- * through pub/sub (the backend's invalidate hook, see backend.h). See
- * backend_redis.c for the protocol, the sealing, Sentinel, invalidation and
- * the failure rules (down or slow Redis completes UNAVAILABLE fast).
+ * through pub/sub (the backend's invalidate hook, see backend.h). The
+ * protocol and the failure rules (down or slow Redis completes UNAVAILABLE
+ * fast) are in backend_redis.c, names and sealing in backend_redis_seal.c,
+ * Sentinel in backend_redis_sentinel.c, invalidations in
+ * backend_redis_inv.c.
  */
 #ifndef SESSIOND_BACKEND_REDIS_H
 #define SESSIOND_BACKEND_REDIS_H
@@ -36,7 +38,7 @@ struct event_base;
 #define BACKEND_REDIS_MAX_MASTER_NAME 64
 #define BACKEND_REDIS_MAX_HOST        255
 
-/* The channel invalidations are published on (see backend_redis.c). */
+/* The channel invalidations are published on (see backend_redis_inv.c). */
 #define BACKEND_REDIS_INV_CHANNEL "sd:inv"
 
 typedef struct backend_redis_config {

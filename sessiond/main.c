@@ -434,18 +434,23 @@ static int main_drop_privileges(const config *cfg, char *err, size_t errlen)
 static void main_log_startup(const config *cfg)
 {
     int v6 = strchr(cfg->listen_addr, ':') != NULL;
-    char window[32];
+    char window[32] = "", backend[64] = "", tickets[80] = "";
 
-    snprintf(window, sizeof(window), "%u s", (unsigned)cfg->window_s);
-
+    if (cfg->key_file != NULL)
+        snprintf(window, sizeof(window), ", window %u s", (unsigned)cfg->window_s);
+    if (cfg->n_backends > 0)
+        snprintf(backend, sizeof(backend), ", backend %zu group%s, timeout %u ms", cfg->n_backends,
+                 cfg->n_backends > 1 ? "s" : "", (unsigned)cfg->backend_timeout_ms);
+    if (cfg->ticket_keys)
+        snprintf(tickets, sizeof(tickets), ", ticket keys rotate %u s lifetime %u s",
+                 (unsigned)cfg->ticket_rotate_s, (unsigned)cfg->ticket_lifetime_s);
     log_msg(LOG_INFO,
             "sessiond %s started (pid %ld, %s): listen %s%s%s:%d%s, max-memory %zu bytes, "
-            "max-ttl %u s%s%s%s",
+            "max-ttl %u s%s%s%s%s",
             SESSIOND_VERSION, (long)getpid(), cfg->foreground ? "foreground" : "daemon",
             v6 ? "[" : "", cfg->listen_addr, v6 ? "]" : "", cfg->port,
             cfg->port == 0 ? " (any free port)" : "", cfg->max_memory, (unsigned)cfg->max_ttl,
-            cfg->key_file != NULL ? ", window " : "", cfg->key_file != NULL ? window : "",
-            cfg->debug ? ", debug" : "");
+            window, backend, tickets, cfg->debug ? ", debug" : "");
 }
 
 int main(int argc, char **argv)

@@ -41,6 +41,12 @@
  * The server owns the sealer handed to server_create (built by main.c from
  * the key files, before privileges are dropped) and frees it.
  *
+ * Deferred answers (--backend: a local miss answered when Redis replies)
+ * arrive from the store's callbacks, one by one; they are copied into a
+ * queue and sent with one sendmmsg when the loop has run its other ready
+ * callbacks (an event made active, srv_flush_late), so a read of the Redis
+ * socket that completes many GETs costs one system call, not one each.
+ *
  * Metrics (--metrics): the TCP socket is bound here in server_create, for
  * the same reasons as the UDP one, and served by metrics.c's evhttp server
  * on this loop from server_run on; it reads the dispatch counters.
@@ -98,6 +104,15 @@ struct server {
     struct event_base *base;
     struct event *read_event;
     struct event *sweep_event;
+    /* Deferred answers (the shared store replied) queued until the loop has
+     * run every ready callback: one sendmmsg for all the replies one read
+     * of the Redis socket completed, instead of a sendto each. */
+    struct event *late_flush;
+    unsigned n_late;
+    struct sockaddr_storage late_peers[SRV_BATCH];
+    uint8_t *late_bufs[SRV_BATCH];
+    struct mmsghdr late_out[SRV_BATCH];
+    struct iovec late_iov[SRV_BATCH];
     struct event *signal_events[SRV_NSIGNALS];
     uint64_t last_error_log_ms;
     uint8_t *bufs; /* SRV_BATCH buffers of SRV_BUF_SIZE bytes */
@@ -471,21 +486,79 @@ static void srv_on_sweep(evutil_socket_t fd, short what, void *arg)
         ticket_keys_tick(srv->tickets, srv_clock_ms(CLOCK_REALTIME) / 1000u);
 }
 
-/* A deferred answer (dispatch_send_fn): the shared store has replied. */
+/* Sends the queued deferred answers, one sendmmsg for all (the same
+ * dropping rules as srv_send_answers), and wipes their copies. */
+static void srv_flush_late(server *srv)
+{
+    unsigned sent = 0, count = srv->n_late;
+
+    for (unsigned i = 0; i < count; i++) {
+        srv->late_out[i].msg_hdr.msg_iov = &srv->late_iov[i];
+        srv->late_out[i].msg_hdr.msg_iovlen = 1;
+        srv->late_out[i].msg_hdr.msg_name = &srv->late_peers[i];
+    }
+    while (sent < count) {
+        int n = sendmmsg(srv->fd, srv->late_out + sent, count - sent, 0);
+
+        if (n > 0) {
+            sent += (unsigned)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+            srv_io_error(srv, "sendmmsg", errno);
+            srv->dispatch.counters.unsent++;
+            sent++;
+            continue;
+        }
+        srv->dispatch.counters.unsent += count - sent;
+        break;
+    }
+    for (unsigned i = 0; i < count; i++) {
+        OPENSSL_cleanse(srv->late_bufs[i], srv->late_iov[i].iov_len);
+        free(srv->late_bufs[i]);
+        srv->late_bufs[i] = NULL;
+    }
+    srv->n_late = 0;
+}
+
+static void srv_on_late_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    srv_flush_late(arg);
+}
+
+/* A deferred answer (dispatch_send_fn): the shared store has replied.
+ * Copied into the queue (the caller's buffer is reused at once) and sent
+ * when the loop has run the other ready callbacks: libevent runs an event
+ * made active here after them, in the same loop iteration. */
 static void srv_send_late(void *arg, const void *peer, size_t peer_len, const uint8_t *buf,
                           size_t len)
 {
     server *srv = arg;
-    ssize_t n;
+    uint8_t *copy;
+    unsigned i;
 
-    do {
-        n = sendto(srv->fd, buf, len, 0, (const struct sockaddr *)peer, (socklen_t)peer_len);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
+    if (peer_len > sizeof(srv->late_peers[0]))
+        return;
+    if (srv->n_late == SRV_BATCH)
+        srv_flush_late(srv);
+    copy = malloc(len);
+    if (copy == NULL) {
         srv->dispatch.counters.unsent++;
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
-            srv_io_error(srv, "sendto", errno);
+        return;
     }
+    memcpy(copy, buf, len);
+    i = srv->n_late++;
+    srv->late_bufs[i] = copy;
+    srv->late_iov[i].iov_base = copy;
+    srv->late_iov[i].iov_len = len;
+    memcpy(&srv->late_peers[i], peer, peer_len);
+    srv->late_out[i].msg_hdr.msg_namelen = (socklen_t)peer_len;
+    if (i == 0)
+        event_active(srv->late_flush, 0, 0);
 }
 
 /* Connects the --backend groups on the loop (nothing blocks but the one
@@ -521,9 +594,12 @@ static int srv_start_stores(server *srv)
             goto fail;
         }
     }
-    if (srv->shared != NULL &&
-        dispatch_set_shared(&srv->dispatch, srv->shared, srv_send_late, srv) != 0)
-        goto fail_oom;
+    if (srv->shared != NULL) {
+        srv->late_flush = event_new(srv->base, -1, 0, srv_on_late_flush, srv);
+        if (srv->late_flush == NULL ||
+            dispatch_set_shared(&srv->dispatch, srv->shared, srv_send_late, srv) != 0)
+            goto fail_oom;
+    }
     if (cfg->ticket_keys) {
         srv->tickets = ticket_keys_new(cfg->ticket_rotate_s, cfg->ticket_lifetime_s, srv->shared,
                                        err, sizeof(err));
@@ -647,6 +723,10 @@ void server_free(server *srv)
      * and the records dispatch kept. */
     srv->dispatch.send_late = NULL;
     backend_free(srv->shared);
+    if (srv->n_late > 0)
+        srv_flush_late(srv); /* answers already built: send them */
+    if (srv->late_flush != NULL)
+        event_free(srv->late_flush);
     srv->shared = NULL;
     ticket_keys_free(srv->tickets);
     srv->tickets = NULL;

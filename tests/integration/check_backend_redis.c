@@ -28,11 +28,9 @@
  * subscriptions come back after a Redis restart. (Sentinel: check_sentinel.c.)
  */
 #include <check.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -43,15 +41,9 @@
 #include "backend_redis.h"
 #include "harness.h"
 #include "redis_proc.h"
+#include "loop.h"
 
 #define WAIT_MS 5000
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* A synchronous connection, or NULL. */
 static redisContext *sync_connect(int port)
@@ -71,65 +63,6 @@ static struct event_base *evbase;
 static rp_proc rp;
 static uint8_t cluster_key[32];
 
-typedef struct result {
-    int calls;
-    backend_status status;
-    uint8_t value[2048];
-    size_t value_len;
-    uint64_t done_ms;
-} result;
-
-static void record(void *arg, backend_status status, const uint8_t *value, size_t value_len)
-{
-    result *r = arg;
-    r->calls++;
-    r->status = status;
-    r->value_len = value_len;
-    r->done_ms = mono_ms();
-    if (value && value_len <= sizeof(r->value))
-        memcpy(r->value, value, value_len);
-}
-
-typedef int (*cond_fn)(void *arg);
-
-/* Runs the loop in slices of at most 2 ms until cond holds or timeout_ms. */
-static int run_until(cond_fn cond, void *arg, int timeout_ms)
-{
-    uint64_t end = mono_ms() + (uint64_t)timeout_ms;
-    while (!cond(arg)) {
-        if (mono_ms() >= end)
-            return -1;
-        struct timeval tv = {0, 2000};
-        event_base_loopexit(evbase, &tv);
-        event_base_dispatch(evbase);
-    }
-    return 0;
-}
-
-/* Runs the loop for about ms milliseconds (between retries of a condition). */
-static void pump(int ms)
-{
-    struct timeval tv = {0, ms * 1000};
-    event_base_loopexit(evbase, &tv);
-    event_base_dispatch(evbase);
-}
-
-static int has_calls(void *arg)
-{
-    return ((result *)arg)->calls > 0;
-}
-
-static int is_up(void *arg)
-{
-    return backend_redis_is_up(arg);
-}
-
-static void wait_done(result *r)
-{
-    ck_assert_msg(run_until(has_calls, r, WAIT_MS) == 0, "no completion within %d ms", WAIT_MS);
-    ck_assert_int_eq(r->calls, 1);
-}
-
 static backend *make_backend_cfg(backend_redis_config *cfg)
 {
     char target[64], err[256] = "";
@@ -146,7 +79,7 @@ static backend *make_backend(void)
 {
     backend_redis_config cfg = {0};
     backend *b = make_backend_cfg(&cfg);
-    ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "backend not up");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0, "backend not up");
     return b;
 }
 
@@ -179,19 +112,12 @@ static void teardown(void)
     event_base_free(evbase);
 }
 
-/* A v2-like key: tag byte, 16-byte namespace, 32-byte session ID (random). */
-static void random_key(uint8_t key[49])
-{
-    key[0] = 2;
-    ck_assert_int_eq(RAND_bytes(key + 1, 48), 1);
-}
-
 static void do_put(backend *b, const uint8_t *key, size_t key_len, const uint8_t *v, size_t n,
                    uint64_t ttl)
 {
-    result r = {0};
-    backend_put(b, key, key_len, v, n, ttl, record, &r);
-    wait_done(&r);
+    tl_result r = {0};
+    backend_put(b, key, key_len, v, n, ttl, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
 }
 
@@ -199,59 +125,59 @@ START_TEST(test_roundtrip)
 {
     backend *b = make_backend();
     uint8_t key[49], val[300];
-    random_key(key);
+    tl_random_key(key);
     ck_assert_int_eq(RAND_bytes(val, sizeof(val)), 1);
-    result r = {0};
-    backend_get(b, key, sizeof(key), record, &r);
+    tl_result r = {0};
+    backend_get(b, key, sizeof(key), tl_record, &r);
     ck_assert_int_eq(r.calls, 0); /* asynchronous while up */
-    wait_done(&r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
 
     do_put(b, key, sizeof(key), val, sizeof(val), 10000);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_uint_eq(r.value_len, sizeof(val));
     ck_assert_mem_eq(r.value, val, sizeof(val));
 
     memset(&r, 0, sizeof(r));
-    backend_del(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_del(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_del(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_del(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
 
     do_put(b, key, sizeof(key), val, 1, 10000);
     memset(&r, 0, sizeof(r));
-    backend_take(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_take(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_uint_eq(r.value_len, 1);
     ck_assert_int_eq(r.value[0], val[0]);
     memset(&r, 0, sizeof(r));
-    backend_take(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_take(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
 
     memset(&r, 0, sizeof(r));
-    backend_add(b, key, sizeof(key), val, sizeof(val), 10000, record, &r);
-    wait_done(&r);
+    backend_add(b, key, sizeof(key), val, sizeof(val), 10000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_add(b, key, sizeof(key), val, 5, 10000, record, &r);
-    wait_done(&r);
+    backend_add(b, key, sizeof(key), val, 5, 10000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_EXISTS);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_uint_eq(r.value_len, sizeof(val)); /* the first add's value */
 
     /* Bad arguments complete ERROR synchronously. */
     memset(&r, 0, sizeof(r));
-    backend_put(b, key, 0, val, 1, 100, record, &r);
+    backend_put(b, key, 0, val, 1, 100, tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
 
@@ -271,7 +197,7 @@ START_TEST(test_nothing_usable_in_redis)
     enum { N = 20 };
     uint8_t keys[N][49], vals[N][200];
     for (int i = 0; i < N; i++) {
-        random_key(keys[i]);
+        tl_random_key(keys[i]);
         ck_assert_int_eq(RAND_bytes(vals[i], sizeof(vals[i])), 1);
         do_put(b, keys[i], sizeof(keys[i]), vals[i], sizeof(vals[i]), 60000);
     }
@@ -319,17 +245,17 @@ START_TEST(test_take_exactly_once_across_nodes)
     backend *b1 = make_backend(), *b2 = make_backend();
     for (int round = 0; round < 20; round++) {
         uint8_t key[49], val[64];
-        random_key(key);
+        tl_random_key(key);
         ck_assert_int_eq(RAND_bytes(val, sizeof(val)), 1);
         do_put(round % 2 ? b1 : b2, key, sizeof(key), val, sizeof(val), 10000);
-        result r1 = {0}, r2 = {0};
-        backend_take(b1, key, sizeof(key), record, &r1);
-        backend_take(b2, key, sizeof(key), record, &r2);
-        wait_done(&r1);
-        wait_done(&r2);
+        tl_result r1 = {0}, r2 = {0};
+        backend_take(b1, key, sizeof(key), tl_record, &r1);
+        backend_take(b2, key, sizeof(key), tl_record, &r2);
+        tl_wait_done(evbase, &r1, WAIT_MS);
+        tl_wait_done(evbase, &r2, WAIT_MS);
         ck_assert_int_eq((r1.status == BACKEND_OK) + (r2.status == BACKEND_OK), 1);
         ck_assert_int_eq((r1.status == BACKEND_NOT_FOUND) + (r2.status == BACKEND_NOT_FOUND), 1);
-        const result *winner = r1.status == BACKEND_OK ? &r1 : &r2;
+        const tl_result *winner = r1.status == BACKEND_OK ? &r1 : &r2;
         ck_assert_mem_eq(winner->value, val, sizeof(val));
     }
     backend_free(b1);
@@ -342,18 +268,18 @@ START_TEST(test_add_exactly_once_across_nodes)
     backend *b1 = make_backend(), *b2 = make_backend();
     for (int round = 0; round < 20; round++) {
         uint8_t key[49];
-        random_key(key);
-        result r1 = {0}, r2 = {0};
-        backend_add(b1, key, sizeof(key), (const uint8_t *)"one", 3, 10000, record, &r1);
-        backend_add(b2, key, sizeof(key), (const uint8_t *)"two", 3, 10000, record, &r2);
-        wait_done(&r1);
-        wait_done(&r2);
+        tl_random_key(key);
+        tl_result r1 = {0}, r2 = {0};
+        backend_add(b1, key, sizeof(key), (const uint8_t *)"one", 3, 10000, tl_record, &r1);
+        backend_add(b2, key, sizeof(key), (const uint8_t *)"two", 3, 10000, tl_record, &r2);
+        tl_wait_done(evbase, &r1, WAIT_MS);
+        tl_wait_done(evbase, &r2, WAIT_MS);
         ck_assert_int_eq((r1.status == BACKEND_OK) + (r2.status == BACKEND_OK), 1);
         ck_assert_int_eq((r1.status == BACKEND_EXISTS) + (r2.status == BACKEND_EXISTS), 1);
         /* Both nodes read the winner's value (sealed by one, opened by the other). */
-        result g = {0};
-        backend_get(round % 2 ? b1 : b2, key, sizeof(key), record, &g);
-        wait_done(&g);
+        tl_result g = {0};
+        backend_get(round % 2 ? b1 : b2, key, sizeof(key), tl_record, &g);
+        tl_wait_done(evbase, &g, WAIT_MS);
         ck_assert_int_eq(g.status, BACKEND_OK);
         ck_assert_mem_eq(g.value, r1.status == BACKEND_OK ? "one" : "two", 3);
     }
@@ -366,7 +292,7 @@ START_TEST(test_ttl)
 {
     backend *b = make_backend();
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 5000);
     char name[BACKEND_REDIS_NAME_LEN + 1];
     ck_assert_int_eq(backend_redis_key_name(b, key, sizeof(key), name), 0);
@@ -378,25 +304,25 @@ START_TEST(test_ttl)
     ck_assert_int_le(t->integer, 5000);
     freeReplyObject(t);
     /* add sets a TTL too. */
-    random_key(key);
-    result r = {0};
-    backend_add(b, key, sizeof(key), (const uint8_t *)"v", 1, 3000, record, &r);
-    wait_done(&r);
+    tl_random_key(key);
+    tl_result r = {0};
+    backend_add(b, key, sizeof(key), (const uint8_t *)"v", 1, 3000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(backend_redis_key_name(b, key, sizeof(key), name), 0);
     t = redisCommand(c, "PTTL %s", name);
     ck_assert_int_gt(t->integer, 0);
     ck_assert_int_le(t->integer, 3000);
     freeReplyObject(t);
     /* A short TTL really expires (Redis' clock; bounded wait on the condition). */
-    random_key(key);
+    tl_random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 30);
     ck_assert_int_eq(backend_redis_key_name(b, key, sizeof(key), name), 0);
-    uint64_t end = mono_ms() + WAIT_MS;
+    uint64_t end = tl_now_ms() + WAIT_MS;
     int gone = 0;
-    while (!gone && mono_ms() < end) {
+    while (!gone && tl_now_ms() < end) {
         memset(&r, 0, sizeof(r));
-        backend_get(b, key, sizeof(key), record, &r);
-        wait_done(&r);
+        backend_get(b, key, sizeof(key), tl_record, &r);
+        tl_wait_done(evbase, &r, WAIT_MS);
         gone = r.status == BACKEND_NOT_FOUND;
     }
     ck_assert(gone);
@@ -409,42 +335,42 @@ START_TEST(test_redis_killed_and_restarted)
 {
     backend *b = make_backend();
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000);
     int port = rp.port;
     rp_kill(&rp);
     /* Right after the kill, before the loop has seen the EOF. */
-    result r = {0};
-    uint64_t t0 = mono_ms();
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    tl_result r = {0};
+    uint64_t t0 = tl_now_ms();
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
     ck_assert_uint_lt(r.done_ms - t0, 100);
     /* Once the loss is noticed: synchronous. */
     for (int i = 0; i < 5; i++) {
         memset(&r, 0, sizeof(r));
-        t0 = mono_ms();
-        backend_put(b, key, sizeof(key), (const uint8_t *)"w", 1, 1000, record, &r);
-        wait_done(&r);
+        t0 = tl_now_ms();
+        backend_put(b, key, sizeof(key), (const uint8_t *)"w", 1, 1000, tl_record, &r);
+        tl_wait_done(evbase, &r, WAIT_MS);
         ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
         ck_assert_uint_lt(r.done_ms - t0, 100);
     }
     ck_assert(!backend_redis_is_up(b));
     ck_assert_msg(rp_redis_start_on(&rp, port, NULL, 0) == 0, "restart on port %d failed", port);
-    ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "no reconnect");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0, "no reconnect");
     backend_stats st;
     backend_get_stats(b, &st);
     ck_assert_uint_ge(st.reconnects, 1);
     ck_assert_uint_ge(st.disconnects, 1);
     /* Works again (the new Redis is empty: nothing was replayed). */
     memset(&r, 0, sizeof(r));
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
     do_put(b, key, sizeof(key), (const uint8_t *)"x", 1, 60000);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_int_eq(r.value[0], 'x');
     backend_free(b);
@@ -461,18 +387,18 @@ START_TEST(test_unreachable_from_start)
     backend *b = backend_redis_new(evbase, &cfg, err, sizeof(err));
     ck_assert_ptr_nonnull(b);
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     for (int i = 0; i < 3; i++) {
-        result r = {0};
-        backend_get(b, key, sizeof(key), record, &r);
+        tl_result r = {0};
+        backend_get(b, key, sizeof(key), tl_record, &r);
         ck_assert_int_eq(r.calls, 1); /* synchronously */
         ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
-        pump(20); /* let a few connect attempts fail in between */
+        tl_pump(evbase, 20); /* let a few connect attempts fail in between */
     }
     ck_assert(!backend_redis_is_up(b));
     /* Comes up once Redis does. */
     ck_assert(rp_redis_start_on(&rp, port, NULL, 0) == 0);
-    ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "no connect");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0, "no connect");
     backend_free(b);
 }
 END_TEST
@@ -481,16 +407,16 @@ START_TEST(test_slow_redis_times_out)
 {
     backend_redis_config cfg = {.op_timeout_ms = 50, .max_inflight = 4, .stall_ms = 60000};
     backend *b = make_backend_cfg(&cfg);
-    ck_assert(run_until(is_up, b, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0);
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000);
     rp_stop(&rp);
-    result r[6];
+    tl_result r[6];
     memset(r, 0, sizeof(r));
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tl_now_ms();
     for (int i = 0; i < 6; i++)
-        backend_get(b, key, sizeof(key), record, &r[i]);
+        backend_get(b, key, sizeof(key), tl_record, &r[i]);
     /* Over the cap: refused at once. */
     ck_assert_int_eq(r[4].calls, 1);
     ck_assert_int_eq(r[4].status, BACKEND_UNAVAILABLE);
@@ -498,7 +424,7 @@ START_TEST(test_slow_redis_times_out)
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(r[i].calls, 0);
     for (int i = 0; i < 4; i++) {
-        wait_done(&r[i]);
+        tl_wait_done(evbase, &r[i], WAIT_MS);
         ck_assert_int_eq(r[i].status, BACKEND_UNAVAILABLE);
         ck_assert_uint_ge(r[i].done_ms - t0, 45);
         ck_assert_uint_lt(r[i].done_ms - t0, 150);
@@ -510,15 +436,15 @@ START_TEST(test_slow_redis_times_out)
     ck_assert_uint_eq(st.inflight, 4); /* still owed a reply */
     rp_cont(&rp);
     /* The late replies are dropped (no second completion) and free the slots. */
-    result g = {0};
-    uint64_t end = mono_ms() + WAIT_MS;
+    tl_result g = {0};
+    uint64_t end = tl_now_ms() + WAIT_MS;
     for (;;) {
         memset(&g, 0, sizeof(g));
-        backend_get(b, key, sizeof(key), record, &g);
-        wait_done(&g);
-        if (g.status == BACKEND_OK || mono_ms() >= end)
+        backend_get(b, key, sizeof(key), tl_record, &g);
+        tl_wait_done(evbase, &g, WAIT_MS);
+        if (g.status == BACKEND_OK || tl_now_ms() >= end)
             break;
-        pump(5); /* let the late replies in */
+        tl_pump(evbase, 5); /* let the late replies in */
     }
     ck_assert_int_eq(g.status, BACKEND_OK);
     for (int i = 0; i < 6; i++)
@@ -537,35 +463,36 @@ START_TEST(test_stalled_connection_is_remade)
 {
     backend_redis_config cfg = {.op_timeout_ms = 30, .stall_ms = 150};
     backend *b = make_backend_cfg(&cfg);
-    ck_assert(run_until(is_up, b, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0);
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     rp_stop(&rp);
-    result r = {0};
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    tl_result r = {0};
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
     /* The stall drops the connection; it stays down while Redis is stopped. */
     backend_stats st;
-    uint64_t end = mono_ms() + WAIT_MS;
+    uint64_t end = tl_now_ms() + WAIT_MS;
     do {
-        pump(5);
+        tl_pump(evbase, 5);
         backend_get_stats(b, &st);
-    } while (st.disconnects == 0 && mono_ms() < end);
+    } while (st.disconnects == 0 && tl_now_ms() < end);
     ck_assert_uint_eq(st.disconnects, 1);
     ck_assert_uint_eq(st.inflight, 0);
     rp_cont(&rp);
-    ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "no reconnect after the stall");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0,
+                  "no reconnect after the stall");
     /* Redis has just resumed: allow a few timeouts before it answers in time. */
-    result r2 = {0};
-    uint64_t end2 = mono_ms() + WAIT_MS;
+    tl_result r2 = {0};
+    uint64_t end2 = tl_now_ms() + WAIT_MS;
     for (;;) {
         memset(&r2, 0, sizeof(r2));
-        backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, record, &r2);
-        wait_done(&r2);
-        if (r2.status == BACKEND_OK || mono_ms() >= end2)
+        backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, tl_record, &r2);
+        tl_wait_done(evbase, &r2, WAIT_MS);
+        if (r2.status == BACKEND_OK || tl_now_ms() >= end2)
             break;
-        pump(5);
+        tl_pump(evbase, 5);
     }
     ck_assert_int_eq(r2.status, BACKEND_OK);
     backend_free(b);
@@ -576,8 +503,8 @@ START_TEST(test_corrupt_values)
 {
     backend *b = make_backend();
     uint8_t k1[49], k2[49];
-    random_key(k1);
-    random_key(k2);
+    tl_random_key(k1);
+    tl_random_key(k2);
     do_put(b, k1, sizeof(k1), (const uint8_t *)"secret-one", 10, 60000);
     char n1[BACKEND_REDIS_NAME_LEN + 1], n2[BACKEND_REDIS_NAME_LEN + 1];
     ck_assert_int_eq(backend_redis_key_name(b, k1, sizeof(k1), n1), 0);
@@ -594,13 +521,13 @@ START_TEST(test_corrupt_values)
     s = redisCommand(c, "SET %s %b", n1, v->str, v->len);
     freeReplyObject(s);
     freeReplyObject(v);
-    result r = {0};
-    backend_get(b, k2, sizeof(k2), record, &r);
-    wait_done(&r);
+    tl_result r = {0};
+    backend_get(b, k2, sizeof(k2), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
     memset(&r, 0, sizeof(r));
-    backend_take(b, k1, sizeof(k1), record, &r);
-    wait_done(&r);
+    backend_take(b, k1, sizeof(k1), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
     /* Junk of every short length, and a long one. */
     static const char *junk[] = {"", "x", "junk", "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a",
@@ -609,8 +536,8 @@ START_TEST(test_corrupt_values)
         s = redisCommand(c, "SET %s %b", n1, junk[i], strlen(junk[i]));
         freeReplyObject(s);
         memset(&r, 0, sizeof(r));
-        backend_get(b, k1, sizeof(k1), record, &r);
-        wait_done(&r);
+        backend_get(b, k1, sizeof(k1), tl_record, &r);
+        tl_wait_done(evbase, &r, WAIT_MS);
         ck_assert_int_eq(r.status, BACKEND_ERROR);
     }
     /* A name holding another type: an error reply, counted as an error. */
@@ -619,8 +546,8 @@ START_TEST(test_corrupt_values)
     s = redisCommand(c, "LPUSH %s a", n1);
     freeReplyObject(s);
     memset(&r, 0, sizeof(r));
-    backend_get(b, k1, sizeof(k1), record, &r);
-    wait_done(&r);
+    backend_get(b, k1, sizeof(k1), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
     backend_stats st;
     backend_get_stats(b, &st);
@@ -635,8 +562,8 @@ START_TEST(test_corrupt_values)
     backend *other = make_backend();
     memcpy(cluster_key, saved, 32);
     memset(&r, 0, sizeof(r));
-    backend_get(other, k2, sizeof(k2), record, &r);
-    wait_done(&r);
+    backend_get(other, k2, sizeof(k2), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND); /* other names, too */
     redisFree(c);
     backend_free(other);
@@ -651,9 +578,10 @@ START_TEST(test_auth)
     ck_assert(rp_redis_start_on(&rp, port, "s3cret-pass", 0) == 0);
     backend_redis_config good = {.password = "s3cret-pass"};
     backend *b = make_backend_cfg(&good);
-    ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "not up with the right password");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0,
+                  "not up with the right password");
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     do_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000);
     /* The invalidation subscription authenticates too. */
     redisContext *c = sync_connect(rp.port);
@@ -662,9 +590,9 @@ START_TEST(test_auth)
     ck_assert_ptr_nonnull(a);
     freeReplyObject(a);
     long long subs = -1;
-    uint64_t sub_end = mono_ms() + WAIT_MS;
-    while (subs != 1 && mono_ms() < sub_end) {
-        pump(5);
+    uint64_t sub_end = tl_now_ms() + WAIT_MS;
+    while (subs != 1 && tl_now_ms() < sub_end) {
+        tl_pump(evbase, 5);
         redisReply *n = redisCommand(c, "PUBSUB NUMSUB %s", BACKEND_REDIS_INV_CHANNEL);
         ck_assert_ptr_nonnull(n);
         subs = n->type == REDIS_REPLY_ARRAY ? n->element[1]->integer : -1;
@@ -675,15 +603,15 @@ START_TEST(test_auth)
     backend_redis_config bad = {.password = "wrong", .backoff_min_ms = 10, .backoff_max_ms = 20};
     backend *nb = make_backend_cfg(&bad);
     backend_stats st;
-    uint64_t end = mono_ms() + WAIT_MS;
+    uint64_t end = tl_now_ms() + WAIT_MS;
     do {
-        pump(5);
+        tl_pump(evbase, 5);
         backend_get_stats(nb, &st);
-    } while (st.errors < 2 && mono_ms() < end);
+    } while (st.errors < 2 && tl_now_ms() < end);
     ck_assert_uint_ge(st.errors, 2); /* refused, retried, refused */
     ck_assert(!backend_redis_is_up(nb));
-    result r = {0};
-    backend_get(nb, key, sizeof(key), record, &r);
+    tl_result r = {0};
+    backend_get(nb, key, sizeof(key), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
     backend_free(nb);
     backend_free(b);
@@ -694,12 +622,12 @@ START_TEST(test_free_completes_pending)
 {
     backend *b = make_backend();
     uint8_t key[49];
-    random_key(key);
+    tl_random_key(key);
     rp_stop(&rp);
-    result r[3];
+    tl_result r[3];
     memset(r, 0, sizeof(r));
     for (int i = 0; i < 3; i++)
-        backend_get(b, key, sizeof(key), record, &r[i]);
+        backend_get(b, key, sizeof(key), tl_record, &r[i]);
     ck_assert_int_eq(r[0].calls, 0);
     backend_free(b);
     for (int i = 0; i < 3; i++) {
@@ -716,28 +644,28 @@ START_TEST(test_latency_histogram)
     enum { N = 40 };
     uint8_t key[49];
     for (int i = 0; i < N; i++) {
-        random_key(key);
-        result r = {0};
+        tl_random_key(key);
+        tl_result r = {0};
         switch (i % 4) {
         case 0:
-            backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 10000, record, &r);
+            backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 10000, tl_record, &r);
             break;
         case 1:
-            backend_get(b, key, sizeof(key), record, &r);
+            backend_get(b, key, sizeof(key), tl_record, &r);
             break;
         case 2:
-            backend_add(b, key, sizeof(key), (const uint8_t *)"v", 1, 10000, record, &r);
+            backend_add(b, key, sizeof(key), (const uint8_t *)"v", 1, 10000, tl_record, &r);
             break;
         default:
-            backend_take(b, key, sizeof(key), record, &r);
+            backend_take(b, key, sizeof(key), tl_record, &r);
             break;
         }
-        wait_done(&r);
+        tl_wait_done(evbase, &r, WAIT_MS);
         ck_assert_int_ne(r.status, BACKEND_UNAVAILABLE);
     }
     /* A bad argument completes at once, without asking Redis: not measured. */
-    result bad = {0};
-    backend_get(b, key, 0, record, &bad);
+    tl_result bad = {0};
+    backend_get(b, key, 0, tl_record, &bad);
     ck_assert_int_eq(bad.status, BACKEND_ERROR);
     backend_stats st;
     backend_get_stats(b, &st);
@@ -751,57 +679,13 @@ START_TEST(test_latency_histogram)
 }
 END_TEST
 
-/* --- invalidation between nodes ------------------------------------------- */
-
-typedef struct inv_log {
-    int calls;
-    uint8_t key[BACKEND_MAX_KEY];
-    size_t key_len;
-} inv_log;
-
-static void on_invalidate(void *arg, const uint8_t *key, size_t key_len)
-{
-    inv_log *l = arg;
-    l->calls++;
-    l->key_len = key_len;
-    if (key_len <= sizeof(l->key))
-        memcpy(l->key, key, key_len);
-}
-
-static int inv_called(void *arg)
-{
-    return ((inv_log *)arg)->calls > 0;
-}
-
-static long long numsub(void)
-{
-    redisReply *r = rp_command(rp.port, "PUBSUB NUMSUB %s", BACKEND_REDIS_INV_CHANNEL);
-    long long n = -1;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_INTEGER)
-        n = r->element[1]->integer;
-    if (r)
-        freeReplyObject(r);
-    return n;
-}
-
-/* Pumps the loop until `n` subscribers listen on the channel. */
-static void wait_subscribers(long long n)
-{
-    uint64_t end = mono_ms() + WAIT_MS;
-    while (numsub() != n) {
-        ck_assert_msg(mono_ms() < end, "subscribers: %lld, want %lld", numsub(), n);
-        pump(5);
-    }
-}
-
 START_TEST(test_invalidation_between_nodes)
 {
     backend *a = make_backend(), *b = make_backend();
-    inv_log la = {0}, lb = {0};
-    backend_set_invalidate(a, on_invalidate, &la);
-    backend_set_invalidate(b, on_invalidate, &lb);
-    wait_subscribers(2);
+    tl_inv_log la = {0}, lb = {0};
+    backend_set_invalidate(a, tl_on_invalidate, &la);
+    backend_set_invalidate(b, tl_on_invalidate, &lb);
+    tl_wait_subscribers(evbase, rp.port, 2, WAIT_MS);
     /* An operator's (or sniffer's) view of the channel. */
     redisContext *spy = sync_connect(rp.port);
     ck_assert_ptr_nonnull(spy);
@@ -810,14 +694,15 @@ START_TEST(test_invalidation_between_nodes)
     freeReplyObject(sr);
 
     uint8_t k1[49], k2[49];
-    random_key(k1);
-    random_key(k2);
+    tl_random_key(k1);
+    tl_random_key(k2);
     do_put(a, k1, sizeof(k1), (const uint8_t *)"v", 1, 60000);
-    result r = {0};
-    backend_del(a, k1, sizeof(k1), record, &r);
-    wait_done(&r);
+    tl_result r = {0};
+    backend_del(a, k1, sizeof(k1), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
-    ck_assert_msg(run_until(inv_called, &lb, WAIT_MS) == 0, "B never heard of A's del");
+    ck_assert_msg(tl_run_until(evbase, tl_inv_called, &lb, WAIT_MS) == 0,
+                  "B never heard of A's del");
     ck_assert_int_eq(lb.calls, 1);
     ck_assert_uint_eq(lb.key_len, sizeof(k1));
     ck_assert_mem_eq(lb.key, k1, sizeof(k1));
@@ -825,10 +710,11 @@ START_TEST(test_invalidation_between_nodes)
      * channel, in order), did not call its hook for it. A take publishes
      * whatever it found (nothing here). */
     memset(&r, 0, sizeof(r));
-    backend_take(b, k2, sizeof(k2), record, &r);
-    wait_done(&r);
+    backend_take(b, k2, sizeof(k2), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
-    ck_assert_msg(run_until(inv_called, &la, WAIT_MS) == 0, "A never heard of B's take");
+    ck_assert_msg(tl_run_until(evbase, tl_inv_called, &la, WAIT_MS) == 0,
+                  "A never heard of B's take");
     ck_assert_int_eq(la.calls, 1);
     ck_assert_uint_eq(la.key_len, sizeof(k2));
     ck_assert_mem_eq(la.key, k2, sizeof(k2));
@@ -838,10 +724,10 @@ START_TEST(test_invalidation_between_nodes)
     do_put(b, k2, sizeof(k2), (const uint8_t *)"w", 1, 60000);
     memset(&r, 0, sizeof(r));
     lb.calls = 0;
-    backend_take(a, k2, sizeof(k2), record, &r);
-    wait_done(&r);
+    backend_take(a, k2, sizeof(k2), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
-    ck_assert(run_until(inv_called, &lb, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_inv_called, &lb, WAIT_MS) == 0);
     ck_assert_mem_eq(lb.key, k2, sizeof(k2));
     /* put does not publish. */
     do_put(a, k1, sizeof(k1), (const uint8_t *)"x", 1, 60000);
@@ -884,12 +770,12 @@ START_TEST(test_invalidation_between_nodes)
     pr = rp_command(rp.port, "PUBLISH %s %b", BACKEND_REDIS_INV_CHANNEL, forged,
                     (size_t)genuine->len);
     freeReplyObject(pr);
-    uint64_t end = mono_ms() + WAIT_MS;
+    uint64_t end = tl_now_ms() + WAIT_MS;
     do {
-        pump(5);
+        tl_pump(evbase, 5);
         backend_get_stats(a, &sa);
         backend_get_stats(b, &sb);
-    } while ((sa.corrupt < 2 || sb.corrupt < 3) && mono_ms() < end);
+    } while ((sa.corrupt < 2 || sb.corrupt < 3) && tl_now_ms() < end);
     /* The copy with a flipped tag still carries A's ID: A skips it as its own. */
     ck_assert_uint_eq(sa.corrupt, 2);
     ck_assert_uint_eq(sb.corrupt, 3);
@@ -911,22 +797,22 @@ START_TEST(test_invalidation_survives_restart)
     backend *a = make_backend_cfg(&cfg);
     backend_redis_config cfg2 = {.backoff_min_ms = 10, .backoff_max_ms = 40};
     backend *b = make_backend_cfg(&cfg2);
-    inv_log lb = {0};
-    backend_set_invalidate(b, on_invalidate, &lb);
-    ck_assert(run_until(is_up, a, WAIT_MS) == 0);
-    wait_subscribers(2);
+    tl_inv_log lb = {0};
+    backend_set_invalidate(b, tl_on_invalidate, &lb);
+    ck_assert(tl_run_until(evbase, tl_redis_up, a, WAIT_MS) == 0);
+    tl_wait_subscribers(evbase, rp.port, 2, WAIT_MS);
     int port = rp.port;
     rp_kill(&rp);
     ck_assert(rp_redis_start_on(&rp, port, NULL, 0) == 0);
     /* Both subscriptions come back by themselves, with the data connections. */
-    ck_assert(run_until(is_up, a, WAIT_MS) == 0);
-    wait_subscribers(2);
+    ck_assert(tl_run_until(evbase, tl_redis_up, a, WAIT_MS) == 0);
+    tl_wait_subscribers(evbase, rp.port, 2, WAIT_MS);
     uint8_t key[49];
-    random_key(key);
-    result r = {0};
-    backend_del(a, key, sizeof(key), record, &r);
-    wait_done(&r);
-    ck_assert(run_until(inv_called, &lb, WAIT_MS) == 0);
+    tl_random_key(key);
+    tl_result r = {0};
+    backend_del(a, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
+    ck_assert(tl_run_until(evbase, tl_inv_called, &lb, WAIT_MS) == 0);
     ck_assert_mem_eq(lb.key, key, sizeof(key));
     backend_free(a);
     backend_free(b);
@@ -1070,9 +956,5 @@ static Suite *backend_redis_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(backend_redis_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tl_run_suite(backend_redis_suite());
 }

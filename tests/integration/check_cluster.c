@@ -10,13 +10,13 @@
  * loopback port (tests/lib/redis_proc.c), and two real sessiond processes
  * started with `--key-file K --backend redis://127.0.0.1:PORT`, each waited
  * for until it logs "backend redis://127.0.0.1:PORT up". TLS servers are
- * either stock stunnel4 processes (one per node, configured as
- * check_stunnel.c does, speaking v1, so their node also gets
- * --allow-plaintext --allow 127.0.0.1/32) or in-process libsessionc servers
- * over sealed v2: server A's client lists node 1 only and server B's node 2
- * only, the one-sessiond-per-host deployment, so every session crossing
- * servers has to cross Redis. OpenSSL's internal cache is off on the
- * libsessionc servers, so a resumption can only come from sessiond.
+ * either stock stunnel4 processes (one per node, started by
+ * tests/lib/proc.c as in check_stunnel.c, speaking v1, so their node also
+ * gets --allow-plaintext --allow 127.0.0.1/32) or in-process libsessionc
+ * servers over sealed v2: server A's client lists node 1 only and server
+ * B's node 2 only, the one-sessiond-per-host deployment, so every session
+ * crossing servers has to cross Redis. OpenSSL's internal cache is off on
+ * the libsessionc servers, so a resumption can only come from sessiond.
  *
  * Redis is inspected as an operator (or an attacker with its port) would:
  * SCAN every key, GET every value (DUMP for a non-string), and search the
@@ -33,36 +33,24 @@
 
 #include "cluster.h"
 #include "harness.h"
+#include "proc.h"
 #include "redis_proc.h"
 #include "sessionc.h"
 #include "tls_util.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <hiredis.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#define READY_TIMEOUT_MS      10000
-#define STOP_TIMEOUT_MS       10000
 #define SESSION_WAIT_MS       2000
 #define STUNNEL_ALTERNATIONS  20
 #define ALLOWED_LATE_GETS     2 /* stunnel waits one kernel tick for an answer */
@@ -315,162 +303,19 @@ static void wait_written_through(int redis_port, const cl_pair *p, int *raced)
     }
 }
 
-/* ---- stunnel processes (the approach of check_stunnel.c) ------------------ */
-
-typedef struct proc {
-    pid_t pid;
-    int pidfd;
-    char log_path[PATH_MAX];
-} proc;
-
-static void proc_start(proc *p, const char *const *argv, const char *log_path)
+/* stunnel number i on a free port (tp_stunnel_start), its sessiond the
+ * node's port; the bed's certificate is written by the first call. */
+static int stunnel_start(tp_proc *p, const cl_bed *b, int i, int node_port, int sink_port)
 {
-    pid_t parent = getpid();
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    char cert[PATH_MAX], key[PATH_MAX];
+    int port;
 
-    ck_assert_int_ge(log_fd, 0);
-    snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
-    p->pid = fork();
-    ck_assert_int_ge(p->pid, 0);
-    if (p->pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* dies with the test */
-        if (getppid() != parent)
-            _exit(127);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(log_fd);
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    ck_assert_int_ge(p->pidfd, 0);
-}
-
-/* Whether the log holds `needle` yet. */
-static int proc_log_has(const proc *p, const char *needle)
-{
-    char buf[65536];
-    FILE *f = fopen(p->log_path, "r");
-    size_t n;
-
-    if (f == NULL)
-        return 0;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
-}
-
-/* Waits (inotify on the log, pidfd for an early exit) until the log holds
- * `needle`. 0, or -1 after timeout_ms or when the process exited. */
-static int proc_wait_log(const proc *p, const char *needle, int timeout_ms)
-{
-    int64_t deadline = th_now_ms() + timeout_ms;
-    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    int rc = -1;
-
-    if (in < 0 || inotify_add_watch(in, p->log_path, IN_MODIFY) < 0)
-        goto done;
-    for (;;) {
-        struct pollfd pfd[2] = {{.fd = in, .events = POLLIN}, {.fd = p->pidfd, .events = POLLIN}};
-        char drain[4096];
-        int64_t left = deadline - th_now_ms();
-
-        if (proc_log_has(p, needle)) {
-            rc = 0;
-            goto done;
-        }
-        if (left <= 0)
-            goto done;
-        if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
-            goto done;
-        while (read(in, drain, sizeof(drain)) > 0)
-            ;
-        if (pfd[1].revents != 0) {
-            rc = proc_log_has(p, needle) ? 0 : -1;
-            goto done;
-        }
-    }
-
-done:
-    if (in >= 0)
-        close(in);
-    return rc;
-}
-
-static void proc_stop(proc *p)
-{
-    struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-
-    if (p->pid <= 0)
-        return;
-    kill(p->pid, SIGTERM);
-    if (poll(&pfd, 1, STOP_TIMEOUT_MS) <= 0)
-        kill(p->pid, SIGKILL);
-    waitpid(p->pid, NULL, 0);
-    close(p->pidfd);
-    p->pid = -1;
-}
-
-/* A TCP socket that listens and never accepts: stunnel's "connect" target,
- * the kernel completes the connections and nothing needs the plaintext. */
-static int sink_open(int *port)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    ck_assert_int_ge(fd, 0);
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    ck_assert_int_eq(listen(fd, 128), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
-
-/* stunnel number i on a free port, its sessiond the node's port. Both name
- * their service alike: stunnel's session-ID context is the service name. */
-static int stunnel_start(proc *p, const cl_bed *b, int i, int node_port, int sink_port)
-{
-    char conf[PATH_MAX], log[PATH_MAX], cert[PATH_MAX], key[PATH_MAX];
-    const char *argv[] = {"stunnel4", conf, NULL};
-    int port = th_free_tcp_port();
-    FILE *f;
-
-    ck_assert_int_gt(port, 0);
     snprintf(cert, sizeof(cert), "%s/cert.pem", b->dir);
     snprintf(key, sizeof(key), "%s/key.pem", b->dir);
     if (access(cert, R_OK) != 0)
         ck_assert_int_eq(tu_cred_write_pem(&g_server, cert, key), 0);
-    snprintf(conf, sizeof(conf), "%s/stunnel%d.conf", b->dir, i);
-    snprintf(log, sizeof(log), "%s/stunnel%d.log", b->dir, i);
-    f = fopen(conf, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "foreground = yes\n"
-            "syslog = no\n"
-            "debug = 7\n"
-            "pid = %s/stunnel%d.pid\n"
-            "[shared]\n"
-            "accept = 127.0.0.1:%d\n"
-            "connect = 127.0.0.1:%d\n"
-            "cert = %s\n"
-            "key = %s\n"
-            "sessiond = 127.0.0.1:%d\n"
-            "options = NO_TICKET\n"
-            "sslVersionMin = TLSv1.2\n",
-            b->dir, i, port, sink_port, cert, key, node_port);
-    ck_assert_int_eq(fclose(f), 0);
-    proc_start(p, argv, log);
-    ck_assert_msg(proc_wait_log(p, "Accepting new connections", READY_TIMEOUT_MS) == 0,
-                  "stunnel %d did not start (is Debian's stunnel4 installed?)", i);
+    port = tp_stunnel_start(p, b->dir, i, cert, key, sink_port, node_port);
+    ck_assert_msg(port > 0, "stunnel %d did not start (is Debian's stunnel4 installed?)", i);
     return port;
 }
 
@@ -484,7 +329,7 @@ START_TEST(test_stunnel_across_nodes)
 {
     int version = _i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
     cl_bed b;
-    proc st[2];
+    tp_proc st[2];
     int port[2];
     int sink_port, sink;
     secrets s = {0};
@@ -495,7 +340,7 @@ START_TEST(test_stunnel_across_nodes)
     long long backend_hits[2];
 
     bed_two_nodes(&b, g_plaintext_args);
-    sink = sink_open(&sink_port);
+    sink = tp_tcp_sink(&sink_port);
     for (int i = 0; i < 2; i++)
         port[i] = stunnel_start(&st[i], &b, i, b.port[i], sink_port);
 
@@ -540,7 +385,7 @@ START_TEST(test_stunnel_across_nodes)
     SSL_CTX_free(client_ctx);
     secrets_free(&s);
     for (int i = 0; i < 2; i++)
-        proc_stop(&st[i]);
+        tp_stop(&st[i]);
     close(sink);
     cl_close(&b);
 }

@@ -28,13 +28,15 @@
  * with `nginx -s reload`; HAProxy in master-worker mode in the foreground
  * (-W -db), reloaded with SIGUSR2 to the master. Readiness and reload
  * completion are log lines (the old worker's exit, so no connection can
- * reach a worker with the old keys), waited for with inotify, bounded.
- * Waiting for a rotation polls `sessionctl keys` (bounded). Every process
- * dies with the test (PR_SET_PDEATHSIG) and is stopped at the end.
+ * reach a worker with the old keys), waited for with inotify, bounded
+ * (tests/lib/proc.c). Waiting for a rotation polls `sessionctl keys`
+ * (bounded). Every process dies with the test (PR_SET_PDEATHSIG) and is
+ * stopped at the end.
  */
 #include <check.h>
 
 #include "harness.h"
+#include "proc.h"
 #include "tls_util.h"
 
 #include <openssl/evp.h>
@@ -42,20 +44,13 @@
 #include <openssl/rand.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Short enough for a rotation within a test, long enough that a rewrite,
@@ -67,7 +62,6 @@
 #define NGINX_FILES 4
 
 #define READY_TIMEOUT_MS    10000
-#define STOP_TIMEOUT_MS     10000
 #define ROTATION_TIMEOUT_MS 12000 /* two rotate periods and some */
 #define SESSION_WAIT_MS     2000
 #define OUT_MAX             65536
@@ -78,156 +72,6 @@
 #define CTL_REFUSED  3
 #define CTL_USAGE    64
 #define CTL_TEMPFAIL 75
-
-/* ---- child processes with a log file ---------------------------------- */
-
-typedef struct proc {
-    pid_t pid;
-    int pidfd;
-    char log_path[PATH_MAX];
-} proc;
-
-/* Starts argv with stdout and stderr appended to log_path (O_APPEND: nginx
- * opens the same file as its error log). */
-static void proc_start(proc *p, const char *const *argv, const char *log_path)
-{
-    pid_t parent = getpid();
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-
-    ck_assert_int_ge(log_fd, 0);
-    snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
-    p->pid = fork();
-    ck_assert_int_ge(p->pid, 0);
-    if (p->pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-
-        /* Dies with the test, even when an assertion ends it early. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(log_fd);
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    ck_assert_int_ge(p->pidfd, 0);
-}
-
-/* The whole log, NUL-terminated (free it), or NULL; *len its length. */
-static char *proc_log(const proc *p, size_t *len)
-{
-    FILE *f = fopen(p->log_path, "r");
-    struct stat st;
-    char *buf = NULL;
-    size_t n = 0;
-
-    if (f == NULL || fstat(fileno(f), &st) != 0)
-        goto done;
-    buf = malloc((size_t)st.st_size + 1);
-    if (buf == NULL)
-        goto done;
-    n = fread(buf, 1, (size_t)st.st_size, f);
-    buf[n] = '\0';
-
-done:
-    if (f != NULL)
-        fclose(f);
-    if (len != NULL)
-        *len = n;
-    return buf;
-}
-
-static size_t proc_log_len(const proc *p)
-{
-    struct stat st;
-
-    return stat(p->log_path, &st) == 0 ? (size_t)st.st_size : 0;
-}
-
-/* Waits until a complete line of the log after byte `from` contains
- * `needle`; copies that line into line[0..cap). Fails when the process
- * exits first or after timeout_ms. */
-static int proc_wait_log(const proc *p, const char *needle, size_t from, char *line, size_t cap,
-                         int timeout_ms)
-{
-    int64_t deadline = th_now_ms() + timeout_ms;
-    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    int exited = 0, rc = -1;
-
-    if (in < 0 || inotify_add_watch(in, p->log_path, IN_MODIFY) < 0)
-        goto done;
-    for (;;) {
-        size_t len = 0;
-        char *log = proc_log(p, &len);
-        char *hit = log != NULL && len > from ? strstr(log + from, needle) : NULL;
-        char *end = hit != NULL ? strchr(hit, '\n') : NULL;
-        struct pollfd pfd[2] = {{.fd = in, .events = POLLIN}, {.fd = p->pidfd, .events = POLLIN}};
-        char drain[4096];
-        int64_t left = deadline - th_now_ms();
-
-        if (end != NULL) {
-            char *start = hit;
-            size_t n;
-
-            while (start > log + from && start[-1] != '\n')
-                start--;
-            n = (size_t)(end - start);
-            if (cap > 0) {
-                if (n >= cap)
-                    n = cap - 1;
-                memcpy(line, start, n);
-                line[n] = '\0';
-            }
-            free(log);
-            rc = 0;
-            goto done;
-        }
-        free(log);
-        if (exited || left <= 0)
-            goto done;
-        if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
-            goto done;
-        while (read(in, drain, sizeof(drain)) > 0)
-            ;
-        if (pfd[1].revents != 0)
-            exited = 1; /* one last look at the log, then give up */
-    }
-
-done:
-    if (in >= 0)
-        close(in);
-    return rc;
-}
-
-/* SIGTERM, a bounded wait, SIGKILL if it does not go; reaps it. */
-static void proc_stop(proc *p)
-{
-    struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-    int status = 0;
-
-    if (p->pid <= 0)
-        return;
-    kill(p->pid, SIGTERM);
-    if (poll(&pfd, 1, STOP_TIMEOUT_MS) <= 0)
-        kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
-    close(p->pidfd);
-    p->pid = -1;
-    p->pidfd = -1;
-}
-
-static void proc_dump(const proc *p, const char *name)
-{
-    char *log = proc_log(p, NULL);
-
-    fprintf(stderr, "---- %s log (%s)\n%s---- end of %s log\n", name, p->log_path,
-            log != NULL ? log : "(unreadable)\n", name);
-    free(log);
-}
 
 /* ---- the test bed ------------------------------------------------------- */
 
@@ -243,7 +87,7 @@ typedef struct bed {
     th_daemon d;
     int daemon_up;
     server_kind kind;
-    proc srv[2];
+    tp_proc srv[2];
     int port[2];
     char conf[2][PATH_MAX];
     char keys[2][PATH_MAX]; /* --out PATH of each instance */
@@ -263,7 +107,7 @@ static void bed_fail(bed *b, const char *fmt, ...)
     va_end(ap);
     for (int i = 0; i < 2; i++)
         if (b->srv[i].pid > 0)
-            proc_dump(&b->srv[i], i == 0 ? "server A" : "server B");
+            tp_dump(&b->srv[i], i == 0 ? "server A" : "server B");
     ck_abort_msg("%s", why);
 }
 
@@ -308,7 +152,6 @@ static void bed_open(bed *b, server_kind kind, int ticket_keys)
 
     memset(b, 0, sizeof(*b));
     b->kind = kind;
-    b->srv[0].pid = b->srv[1].pid = -1;
     ck_assert_int_eq(th_tmpdir(dir, sizeof(dir)), 0);
     memcpy(b->dir, dir, sizeof(dir));
     snprintf(b->cluster_key, sizeof(b->cluster_key), "%s/cluster.key", dir);
@@ -337,7 +180,7 @@ static void bed_open(bed *b, server_kind kind, int ticket_keys)
 static void bed_close(bed *b)
 {
     for (int i = 0; i < 2; i++)
-        proc_stop(&b->srv[i]);
+        tp_stop(&b->srv[i]);
     if (b->daemon_up)
         ck_assert_int_eq(th_daemon_stop(&b->d), 0);
     th_rmtree(b->dir);
@@ -562,7 +405,7 @@ static pid_t worker_pid(bed *b, int i, size_t from)
     char line[512];
     const char *p;
 
-    if (proc_wait_log(&b->srv[i], needle, from, line, sizeof(line), READY_TIMEOUT_MS) != 0)
+    if (tp_wait_log(&b->srv[i], needle, from, line, sizeof(line), READY_TIMEOUT_MS) != 0)
         bed_fail(b, "server %c did not start a worker (is %s installed?)", 'A' + i,
                  b->kind == SERVER_NGINX ? "nginx-light" : "haproxy");
     p = strstr(line, needle);
@@ -591,12 +434,12 @@ static pid_t server_start(bed *b, int i)
         const char *argv[] = {nginx, "-p", b->dir, "-c", b->conf[i], "-e", log, NULL};
 
         nginx_conf(b, i);
-        proc_start(&b->srv[i], argv, log);
+        tp_start(&b->srv[i], argv, log);
     } else {
         const char *argv[] = {haproxy, "-W", "-db", "-f", b->conf[i], NULL};
 
         haproxy_conf(b, i);
-        proc_start(&b->srv[i], argv, log);
+        tp_start(&b->srv[i], argv, log);
     }
     return worker_pid(b, i, 0);
 }
@@ -606,7 +449,7 @@ static pid_t server_start(bed *b, int i)
 static pid_t server_rewrite_reload(bed *b, int i, pid_t old_worker)
 {
     char out[OUT_MAX], cmd[PATH_MAX * 4], needle[64];
-    size_t from = proc_log_len(&b->srv[i]);
+    size_t from = tp_log_size(&b->srv[i]);
     int rc;
 
     reload_command(b, i, cmd, sizeof(cmd));
@@ -617,7 +460,7 @@ static pid_t server_rewrite_reload(bed *b, int i, pid_t old_worker)
         snprintf(needle, sizeof(needle), "worker process %d exited", (int)old_worker);
     else
         snprintf(needle, sizeof(needle), "Former worker (%d) exited", (int)old_worker);
-    if (proc_wait_log(&b->srv[i], needle, from, NULL, 0, READY_TIMEOUT_MS) != 0)
+    if (tp_wait_log(&b->srv[i], needle, from, NULL, 0, READY_TIMEOUT_MS) != 0)
         bed_fail(b, "server %c: the reload did not complete", 'A' + i);
     return worker_pid(b, i, from);
 }

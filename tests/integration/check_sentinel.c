@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -40,6 +39,7 @@
 #include "backend_redis.h"
 #include "harness.h"
 #include "redis_proc.h"
+#include "loop.h"
 
 #define WAIT_MS       10000
 #define OP_TIMEOUT_MS 50
@@ -53,77 +53,6 @@ static char dir[256];
 static char log_path[300];
 static int saved_stderr = -1;
 static rp_proc master, replica, sent1, sent2;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-typedef struct result {
-    int calls;
-    backend_status status;
-    uint8_t value[256];
-    size_t value_len;
-    uint64_t done_ms;
-} result;
-
-static void record(void *arg, backend_status status, const uint8_t *value, size_t value_len)
-{
-    result *r = arg;
-    r->calls++;
-    r->status = status;
-    r->value_len = value_len;
-    r->done_ms = mono_ms();
-    if (value && value_len <= sizeof(r->value))
-        memcpy(r->value, value, value_len);
-}
-
-typedef int (*cond_fn)(void *arg);
-
-/* Runs the loop in slices of at most 2 ms until cond holds or timeout_ms. */
-static int run_until(cond_fn cond, void *arg, int timeout_ms)
-{
-    uint64_t end = mono_ms() + (uint64_t)timeout_ms;
-    while (!cond(arg)) {
-        if (mono_ms() >= end)
-            return -1;
-        struct timeval tv = {0, 2000};
-        event_base_loopexit(evbase, &tv);
-        event_base_dispatch(evbase);
-    }
-    return 0;
-}
-
-static void pump(int ms)
-{
-    struct timeval tv = {0, ms * 1000};
-    event_base_loopexit(evbase, &tv);
-    event_base_dispatch(evbase);
-}
-
-static int has_calls(void *arg)
-{
-    return ((result *)arg)->calls > 0;
-}
-
-static int is_up(void *arg)
-{
-    return backend_redis_is_up(arg);
-}
-
-static void wait_done(result *r)
-{
-    ck_assert_msg(run_until(has_calls, r, WAIT_MS) == 0, "no completion");
-    ck_assert_int_eq(r->calls, 1);
-}
-
-static void random_key(uint8_t key[49])
-{
-    key[0] = 2;
-    ck_assert_int_eq(RAND_bytes(key + 1, 48), 1);
-}
 
 /* The backend's log so far (stderr goes to log_path). */
 static int log_has(const char *needle)
@@ -208,47 +137,6 @@ static void teardown(void)
     th_rmtree(dir);
 }
 
-typedef struct inv_log {
-    int calls;
-    uint8_t key[BACKEND_MAX_KEY];
-    size_t key_len;
-} inv_log;
-
-static void on_invalidate(void *arg, const uint8_t *key, size_t key_len)
-{
-    inv_log *l = arg;
-    l->calls++;
-    l->key_len = key_len;
-    if (key_len <= sizeof(l->key))
-        memcpy(l->key, key, key_len);
-}
-
-static int inv_called(void *arg)
-{
-    return ((inv_log *)arg)->calls > 0;
-}
-
-static long long numsub(int port)
-{
-    redisReply *r = rp_command(port, "PUBSUB NUMSUB %s", BACKEND_REDIS_INV_CHANNEL);
-    long long n = -1;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_INTEGER)
-        n = r->element[1]->integer;
-    if (r)
-        freeReplyObject(r);
-    return n;
-}
-
-static void wait_subscribers(int port, long long n)
-{
-    uint64_t end = mono_ms() + WAIT_MS;
-    while (numsub(port) != n) {
-        ck_assert_msg(mono_ms() < end, "subscribers on %d: %lld, want %lld", port, numsub(port), n);
-        pump(5);
-    }
-}
-
 typedef struct two {
     backend *a, *b;
 } two;
@@ -267,11 +155,11 @@ START_TEST(test_failover_followed)
     char target[128], line[128];
     target_for(target, sizeof(target), sent1.port, sent2.port);
     two t = {make_backend(target), make_backend(target)};
-    inv_log la = {0}, lb = {0};
-    backend_set_invalidate(t.a, on_invalidate, &la);
-    backend_set_invalidate(t.b, on_invalidate, &lb);
-    ck_assert_msg(run_until(is_up, t.a, WAIT_MS) == 0, "A never found the master");
-    ck_assert_msg(run_until(is_up, t.b, WAIT_MS) == 0, "B never found the master");
+    tl_inv_log la = {0}, lb = {0};
+    backend_set_invalidate(t.a, tl_on_invalidate, &la);
+    backend_set_invalidate(t.b, tl_on_invalidate, &lb);
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, t.a, WAIT_MS) == 0, "A never found the master");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, t.b, WAIT_MS) == 0, "B never found the master");
     snprintf(line, sizeof(line), "backend sentinel " MASTER_NAME ": master at 127.0.0.1:%d",
              master.port);
     ck_assert_msg(log_has(line), "no '%s' in the log", line);
@@ -280,15 +168,15 @@ START_TEST(test_failover_followed)
 
     /* Written before the kill, and known to be on the replica. */
     uint8_t key[49], val[100];
-    random_key(key);
+    tl_random_key(key);
     ck_assert_int_eq(RAND_bytes(val, sizeof(val)), 1);
-    result r = {0};
-    backend_put(t.a, key, sizeof(key), val, sizeof(val), 60000, record, &r);
-    wait_done(&r);
+    tl_result r = {0};
+    backend_put(t.a, key, sizeof(key), val, sizeof(val), 60000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_get(t.b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_get(t.b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_mem_eq(r.value, val, sizeof(val));
     redisReply *w = rp_command(master.port, "WAIT 1 2000");
@@ -298,17 +186,17 @@ START_TEST(test_failover_followed)
     freeReplyObject(w);
 
     int old_port = master.port;
-    uint64_t killed = mono_ms();
+    uint64_t killed = tl_now_ms();
     rp_kill(&master);
     /* Keep asking through the failover: every op completes, and fast. */
     int ops = 0, unavailable = 0, ok = 0;
     uint64_t worst = 0;
     while (!both_followed(&t) || ok == 0) {
-        ck_assert_msg(mono_ms() - killed < 20000, "no failover followed in 20 s");
+        ck_assert_msg(tl_now_ms() - killed < 20000, "no failover followed in 20 s");
         memset(&r, 0, sizeof(r));
-        uint64_t t0 = mono_ms();
-        backend_get(ops % 2 ? t.b : t.a, key, sizeof(key), record, &r);
-        wait_done(&r);
+        uint64_t t0 = tl_now_ms();
+        backend_get(ops % 2 ? t.b : t.a, key, sizeof(key), tl_record, &r);
+        tl_wait_done(evbase, &r, WAIT_MS);
         uint64_t took = r.done_ms - t0;
         worst = took > worst ? took : worst;
         ck_assert_msg(took <= OP_TIMEOUT_MS + 50, "op %d took %llu ms", ops,
@@ -321,10 +209,11 @@ START_TEST(test_failover_followed)
             ck_assert_mem_eq(r.value, val, sizeof(val));
             ok += both_followed(&t);
         }
-        pump(10);
+        tl_pump(evbase, 10);
     }
     fprintf(stdout, "failover: followed in %llu ms, %d ops, %d unavailable, worst %llu ms\n",
-            (unsigned long long)(mono_ms() - killed), ops, unavailable, (unsigned long long)worst);
+            (unsigned long long)(tl_now_ms() - killed), ops, unavailable,
+            (unsigned long long)worst);
     ck_assert_int_eq(rp_wait_role(replica.port, "master", WAIT_MS), 0);
     ck_assert_int_eq(rp_sentinel_master_port(sent1.port, MASTER_NAME), replica.port);
     snprintf(line, sizeof(line), "backend sentinel " MASTER_NAME ": master at 127.0.0.1:%d",
@@ -341,10 +230,10 @@ START_TEST(test_failover_followed)
 
     /* Writes land on the new master; invalidations flow there too. */
     uint8_t k2[49];
-    random_key(k2);
+    tl_random_key(k2);
     memset(&r, 0, sizeof(r));
-    backend_put(t.b, k2, sizeof(k2), (const uint8_t *)"new", 3, 60000, record, &r);
-    wait_done(&r);
+    backend_put(t.b, k2, sizeof(k2), (const uint8_t *)"new", 3, 60000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     char name[BACKEND_REDIS_NAME_LEN + 1];
     ck_assert_int_eq(backend_redis_key_name(t.b, k2, sizeof(k2), name), 0);
@@ -352,12 +241,13 @@ START_TEST(test_failover_followed)
     ck_assert_ptr_nonnull(ex);
     ck_assert_int_eq(ex->integer, 1);
     freeReplyObject(ex);
-    wait_subscribers(replica.port, 2);
+    tl_wait_subscribers(evbase, replica.port, 2, WAIT_MS);
     memset(&r, 0, sizeof(r));
-    backend_del(t.a, k2, sizeof(k2), record, &r);
-    wait_done(&r);
+    backend_del(t.a, k2, sizeof(k2), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
-    ck_assert_msg(run_until(inv_called, &lb, WAIT_MS) == 0, "no invalidation after failover");
+    ck_assert_msg(tl_run_until(evbase, tl_inv_called, &lb, WAIT_MS) == 0,
+                  "no invalidation after failover");
     ck_assert_mem_eq(lb.key, k2, sizeof(k2));
     ck_assert_int_eq(la.calls, 0);
     backend_free(t.a);
@@ -380,39 +270,39 @@ START_TEST(test_hung_master_switch_followed)
                                 .backoff_max_ms = 200};
     backend *b = backend_redis_new(evbase, &cfg, err, sizeof(err));
     ck_assert_msg(b != NULL, "%s", err);
-    ck_assert(run_until(is_up, b, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0);
     ck_assert_int_eq(rp_stop(&master), 0);
-    uint64_t end = mono_ms() + 20000;
+    uint64_t end = tl_now_ms() + 20000;
     backend_stats st;
     for (;;) {
         backend_get_stats(b, &st);
         if (st.failovers >= 1 && backend_redis_is_up(b))
             break;
-        ck_assert_msg(mono_ms() < end, "switch not followed");
+        ck_assert_msg(tl_now_ms() < end, "switch not followed");
         uint8_t key[49];
-        random_key(key);
-        result r = {0};
-        uint64_t t0 = mono_ms();
-        backend_get(b, key, sizeof(key), record, &r);
-        wait_done(&r);
+        tl_random_key(key);
+        tl_result r = {0};
+        uint64_t t0 = tl_now_ms();
+        backend_get(b, key, sizeof(key), tl_record, &r);
+        tl_wait_done(evbase, &r, WAIT_MS);
         ck_assert_uint_le(r.done_ms - t0, OP_TIMEOUT_MS + 50);
-        pump(10);
+        tl_pump(evbase, 10);
     }
     /* One move (counted as one disconnect and one reconnect), no loss before. */
     ck_assert_uint_eq(st.disconnects, 1);
     ck_assert_uint_eq(st.reconnects, 1);
     ck_assert_int_eq(rp_sentinel_master_port(sent1.port, MASTER_NAME), replica.port);
     uint8_t key[49];
-    random_key(key);
-    result r = {0};
-    backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, record, &r);
-    wait_done(&r);
+    tl_random_key(key);
+    tl_result r = {0};
+    backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     /* (Sentinel turns the old master into a replica only some 8 s after it
      * wakes up: too slow for this file.) */
     memset(&r, 0, sizeof(r));
-    backend_get(b, key, sizeof(key), record, &r);
-    wait_done(&r);
+    backend_get(b, key, sizeof(key), tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     backend_get_stats(b, &st);
     ck_assert_uint_eq(st.failovers, 1);
@@ -425,33 +315,33 @@ START_TEST(test_manual_failover_followed)
     char target[128];
     target_for(target, sizeof(target), sent2.port, 0);
     backend *b = make_backend(target);
-    ck_assert(run_until(is_up, b, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0);
     /* The old master stays alive and is demoted: the backend must not keep
      * writing to it (READONLY) but follow the switch. */
     redisReply *f = rp_command(sent1.port, "SENTINEL FAILOVER %s", MASTER_NAME);
     ck_assert_ptr_nonnull(f);
     ck_assert_msg(f->type == REDIS_REPLY_STATUS, "SENTINEL FAILOVER: %s", f->str);
     freeReplyObject(f);
-    uint64_t end = mono_ms() + WAIT_MS;
+    uint64_t end = tl_now_ms() + WAIT_MS;
     backend_stats st;
     int wrote = 0;
     for (;;) {
         backend_get_stats(b, &st);
         if (st.failovers >= 1 && backend_redis_is_up(b)) {
             uint8_t key[49];
-            random_key(key);
-            result r = {0};
-            uint64_t t0 = mono_ms();
-            backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, record, &r);
-            wait_done(&r);
+            tl_random_key(key);
+            tl_result r = {0};
+            uint64_t t0 = tl_now_ms();
+            backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, tl_record, &r);
+            tl_wait_done(evbase, &r, WAIT_MS);
             ck_assert_uint_le(r.done_ms - t0, OP_TIMEOUT_MS + 50);
             if (r.status == BACKEND_OK) {
                 wrote = 1;
                 break;
             }
         }
-        ck_assert_msg(mono_ms() < end, "manual failover not followed");
-        pump(10);
+        ck_assert_msg(tl_now_ms() < end, "manual failover not followed");
+        tl_pump(evbase, 10);
     }
     ck_assert(wrote);
     ck_assert_int_eq(rp_wait_role(replica.port, "master", WAIT_MS), 0);
@@ -481,12 +371,13 @@ START_TEST(test_dead_sentinel_skipped)
     char target[128];
     target_for(target, sizeof(target), dead, sent1.port);
     backend *b = make_backend(target);
-    ck_assert_msg(run_until(is_up, b, WAIT_MS) == 0, "the live sentinel was not asked");
+    ck_assert_msg(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0,
+                  "the live sentinel was not asked");
     uint8_t key[49];
-    random_key(key);
-    result r = {0};
-    backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, record, &r);
-    wait_done(&r);
+    tl_random_key(key);
+    tl_result r = {0};
+    backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_OK);
     backend_free(b);
 
@@ -494,13 +385,13 @@ START_TEST(test_dead_sentinel_skipped)
      * data connection is not touched. */
     target_for(target, sizeof(target), sent1.port, sent2.port);
     b = make_backend(target);
-    ck_assert(run_until(is_up, b, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0);
     ck_assert_int_eq(pubsub_clients(sent2.port), 0);
     rp_kill(&sent1);
-    uint64_t end = mono_ms() + WAIT_MS;
+    uint64_t end = tl_now_ms() + WAIT_MS;
     while (pubsub_clients(sent2.port) != 1) {
-        ck_assert_msg(mono_ms() < end, "the watch did not move to sentinel 2");
-        pump(5);
+        ck_assert_msg(tl_now_ms() < end, "the watch did not move to sentinel 2");
+        tl_pump(evbase, 5);
     }
     backend_stats st;
     backend_get_stats(b, &st);
@@ -514,10 +405,10 @@ START_TEST(test_dead_sentinel_skipped)
     b = make_backend(target);
     for (int i = 0; i < 5; i++) {
         memset(&r, 0, sizeof(r));
-        backend_get(b, key, sizeof(key), record, &r);
+        backend_get(b, key, sizeof(key), tl_record, &r);
         ck_assert_int_eq(r.calls, 1);
         ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
-        pump(30);
+        tl_pump(evbase, 30);
     }
     ck_assert(!backend_redis_is_up(b));
     ck_assert_msg(log_has("backend sentinel " MASTER_NAME ": no sentinel answered"),
@@ -532,12 +423,12 @@ START_TEST(test_readonly_is_unavailable)
     char target[64];
     snprintf(target, sizeof(target), "redis://127.0.0.1:%d", replica.port);
     backend *b = make_backend(target);
-    ck_assert(run_until(is_up, b, WAIT_MS) == 0);
+    ck_assert(tl_run_until(evbase, tl_redis_up, b, WAIT_MS) == 0);
     uint8_t key[49];
-    random_key(key);
-    result r = {0};
-    backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, record, &r);
-    wait_done(&r);
+    tl_random_key(key);
+    tl_result r = {0};
+    backend_put(b, key, sizeof(key), (const uint8_t *)"v", 1, 60000, tl_record, &r);
+    tl_wait_done(evbase, &r, WAIT_MS);
     ck_assert_int_eq(r.status, BACKEND_UNAVAILABLE);
     backend_stats st;
     backend_get_stats(b, &st);
@@ -564,9 +455,5 @@ static Suite *sentinel_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(sentinel_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tl_run_suite(sentinel_suite());
 }

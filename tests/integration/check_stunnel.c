@@ -6,12 +6,13 @@
  * TLS 1.3 the in-process client of tests/lib/tls_util.c over TCP.
  *
  * How it works: every server runs as a child process whose stdout and stderr
- * go to a log file in a temporary directory. Readiness is a line in that log
- * ("Accepting new connections" for stunnel, "listening on" for
- * sessionc-echo), waited for with inotify and a pidfd, bounded, never by
- * sleeping. stunnel forwards each connection to a TCP "sink" socket that
- * this test listens on and never accepts from: the kernel completes the
- * connection, and nothing here needs the plaintext side.
+ * go to a log file in a temporary directory (tests/lib/proc.c). Readiness
+ * is a line in that log ("Accepting new connections" for stunnel,
+ * "listening on" for sessionc-echo), waited for with inotify and a pidfd,
+ * bounded, never by sleeping. stunnel forwards each connection to a TCP
+ * "sink" socket that this test listens on and never accepts from: the
+ * kernel completes the connection, and nothing here needs the plaintext
+ * side.
  *
  * What stunnel 5.68 does (pinned down by these tests): it sends NEW for
  * TLS 1.2 sessions and for TLS 1.3 stateful tickets, and GET when its own
@@ -32,180 +33,24 @@
 #include <check.h>
 
 #include "harness.h"
+#include "proc.h"
 #include "tls_util.h"
 
 #include <openssl/rand.h>
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define READY_TIMEOUT_MS  10000
-#define STOP_TIMEOUT_MS   10000
 #define ALTERNATIONS      20
 #define ALLOWED_LATE_GETS 2 /* stunnel's one-tick GET wait, see the top */
 #define SESSION_WAIT_MS   2000
 
 static tu_cred g_server;
-
-/* ---- child processes with a log file ---------------------------------- */
-
-typedef struct proc {
-    pid_t pid;
-    int pidfd;
-    char log_path[PATH_MAX];
-} proc;
-
-static void proc_start(proc *p, const char *const *argv, const char *log_path)
-{
-    pid_t parent = getpid();
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-    ck_assert_int_ge(log_fd, 0);
-    snprintf(p->log_path, sizeof(p->log_path), "%s", log_path);
-    p->pid = fork();
-    ck_assert_int_ge(p->pid, 0);
-    if (p->pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-
-        /* Dies with the test, even when an assertion ends it early. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        dup2(log_fd, STDOUT_FILENO);
-        dup2(log_fd, STDERR_FILENO);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(log_fd);
-    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    ck_assert_int_ge(p->pidfd, 0);
-}
-
-/* The whole log, NUL-terminated (free it), or NULL. */
-static char *proc_log(const proc *p)
-{
-    FILE *f = fopen(p->log_path, "r");
-    struct stat st;
-    char *buf = NULL;
-    size_t n;
-
-    if (f == NULL || fstat(fileno(f), &st) != 0)
-        goto done;
-    buf = malloc((size_t)st.st_size + 1);
-    if (buf == NULL)
-        goto done;
-    n = fread(buf, 1, (size_t)st.st_size, f);
-    buf[n] = '\0';
-
-done:
-    if (f != NULL)
-        fclose(f);
-    return buf;
-}
-
-static void proc_dump(const proc *p, const char *name)
-{
-    char *log = proc_log(p);
-
-    fprintf(stderr, "---- %s log (%s)\n%s---- end of %s log\n", name, p->log_path,
-            log != NULL ? log : "(unreadable)\n", name);
-    free(log);
-}
-
-/* Waits until a complete line of the log contains `needle`; copies that
- * line into line[0..cap). Fails when the process exits first or after
- * timeout_ms. */
-static int proc_wait_log(const proc *p, const char *needle, char *line, size_t cap, int timeout_ms)
-{
-    int64_t deadline = th_now_ms() + timeout_ms;
-    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    int exited = 0;
-    int rc = -1;
-
-    if (in < 0 || inotify_add_watch(in, p->log_path, IN_MODIFY) < 0)
-        goto done;
-    for (;;) {
-        char *log = proc_log(p);
-        char *hit = log != NULL ? strstr(log, needle) : NULL;
-        char *end = hit != NULL ? strchr(hit, '\n') : NULL;
-        struct pollfd pfd[2] = {{.fd = in, .events = POLLIN}, {.fd = p->pidfd, .events = POLLIN}};
-        char drain[4096];
-        int64_t left = deadline - th_now_ms();
-
-        if (end != NULL) {
-            char *start = hit;
-            size_t len;
-
-            while (start > log && start[-1] != '\n')
-                start--;
-            len = (size_t)(end - start);
-            if (cap > 0) {
-                if (len >= cap)
-                    len = cap - 1;
-                memcpy(line, start, len);
-                line[len] = '\0';
-            }
-            free(log);
-            rc = 0;
-            goto done;
-        }
-        free(log);
-        if (exited || left <= 0)
-            goto done;
-        if (poll(pfd, 2, (int)left) < 0 && errno != EINTR)
-            goto done;
-        while (read(in, drain, sizeof(drain)) > 0)
-            ;
-        if (pfd[1].revents != 0)
-            exited = 1; /* one last look at the log, then give up */
-    }
-
-done:
-    if (in >= 0)
-        close(in);
-    return rc;
-}
-
-/* SIGTERM, then a bounded wait; SIGKILL if it does not go. Returns the exit
- * status (128 + signal when killed), -1 if it had to be killed. */
-static int proc_stop(proc *p)
-{
-    struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-    int status = 0;
-    int rc;
-
-    if (p->pid <= 0)
-        return -1;
-    kill(p->pid, SIGTERM);
-    rc = poll(&pfd, 1, STOP_TIMEOUT_MS);
-    if (rc <= 0)
-        kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
-    close(p->pidfd);
-    p->pid = -1;
-    p->pidfd = -1;
-    if (rc <= 0)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 /* ---- the test bed ------------------------------------------------------- */
 
@@ -218,7 +63,7 @@ typedef struct bed {
     int sink_fd;
     int sink_port;
     int port[2];
-    proc server[2];
+    tp_proc server[2];
     const char *names[2];
 } bed;
 
@@ -248,12 +93,9 @@ static void write_cluster_key(const char *path)
 
 static void bed_open(bed *b, enum policy policy)
 {
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
     const char *args[6] = {NULL};
 
     memset(b, 0, sizeof(*b));
-    b->server[0].pid = b->server[1].pid = -1;
     ck_assert_int_eq(th_tmpdir(b->dir, sizeof(b->dir)), 0);
     snprintf(b->cert, sizeof(b->cert), "%s/cert.pem", b->dir);
     snprintf(b->key, sizeof(b->key), "%s/key.pem", b->dir);
@@ -271,22 +113,14 @@ static void bed_open(bed *b, enum policy policy)
     }
     ck_assert_int_eq(th_daemon_start(&b->d, args), 0);
 
-    b->sink_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(b->sink_fd, 0);
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(b->sink_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    ck_assert_int_eq(listen(b->sink_fd, 128), 0);
-    ck_assert_int_eq(getsockname(b->sink_fd, (struct sockaddr *)&sin, &len), 0);
-    b->sink_port = ntohs(sin.sin_port);
+    b->sink_fd = tp_tcp_sink(&b->sink_port);
 }
 
 static void bed_close(bed *b)
 {
     for (int i = 0; i < 2; i++)
         if (b->server[i].pid > 0)
-            proc_stop(&b->server[i]);
+            tp_stop(&b->server[i]);
     close(b->sink_fd);
     ck_assert_int_eq(th_daemon_stop(&b->d), 0);
     th_rmtree(b->dir);
@@ -296,46 +130,19 @@ static void bed_fail(bed *b, const char *why)
 {
     for (int i = 0; i < 2; i++)
         if (b->server[i].pid > 0)
-            proc_dump(&b->server[i], b->names[i]);
+            tp_dump(&b->server[i], b->names[i]);
     ck_abort_msg("%s", why);
 }
 
-/* Two stunnel processes, one service each, both named "shared": stunnel's
- * session-ID context is the service name. */
+/* Two stunnel processes, one service each, both named "shared" (see
+ * tp_stunnel_start). */
 static void bed_start_stunnels(bed *b)
 {
     for (int i = 0; i < 2; i++) {
-        char conf[PATH_MAX];
-        char log[PATH_MAX];
-        char line[512];
-        FILE *f;
-        const char *argv[] = {"stunnel4", conf, NULL};
-
         b->names[i] = i == 0 ? "stunnel A" : "stunnel B";
-        b->port[i] = th_free_tcp_port();
-        ck_assert_int_gt(b->port[i], 0);
-        snprintf(conf, sizeof(conf), "%s/stunnel%d.conf", b->dir, i);
-        snprintf(log, sizeof(log), "%s/stunnel%d.log", b->dir, i);
-        f = fopen(conf, "w");
-        ck_assert_ptr_nonnull(f);
-        fprintf(f,
-                "foreground = yes\n"
-                "syslog = no\n"
-                "debug = 7\n"
-                "pid = %s/stunnel%d.pid\n"
-                "[shared]\n"
-                "accept = 127.0.0.1:%d\n"
-                "connect = 127.0.0.1:%d\n"
-                "cert = %s\n"
-                "key = %s\n"
-                "sessiond = 127.0.0.1:%d\n"
-                "options = NO_TICKET\n"
-                "sslVersionMin = TLSv1.2\n",
-                b->dir, i, b->port[i], b->sink_port, b->cert, b->key, b->d.port);
-        ck_assert_int_eq(fclose(f), 0);
-        proc_start(&b->server[i], argv, log);
-        if (proc_wait_log(&b->server[i], "Accepting new connections", line, sizeof(line),
-                          READY_TIMEOUT_MS) != 0)
+        b->port[i] =
+            tp_stunnel_start(&b->server[i], b->dir, i, b->cert, b->key, b->sink_port, b->d.port);
+        if (b->port[i] < 0)
             bed_fail(b, "stunnel did not start (is Debian's stunnel4 installed?)");
     }
 }
@@ -385,8 +192,8 @@ static void bed_start_echoes(bed *b)
 
         b->names[i] = i == 0 ? "sessionc-echo A" : "sessionc-echo B";
         snprintf(log, sizeof(log), "%s/echo%d.log", b->dir, i);
-        proc_start(&b->server[i], argv, log);
-        if (proc_wait_log(&b->server[i], "listening on ", line, sizeof(line), READY_TIMEOUT_MS) !=
+        tp_start(&b->server[i], argv, log);
+        if (tp_wait_log(&b->server[i], "listening on ", 0, line, sizeof(line), READY_TIMEOUT_MS) !=
             0)
             bed_fail(b, "sessionc-echo did not start");
         colon = strrchr(line, ':');
@@ -570,8 +377,8 @@ START_TEST(test_sessionc_echo)
                   "%s", stats);
 
     /* A clean exit on SIGTERM, with its counters: B resumed 1 + 5. */
-    ck_assert_int_eq(proc_stop(&b.server[1]), 0);
-    ck_assert_int_eq(proc_wait_log(&b.server[1], "connections=", line, sizeof(line), 1000), 0);
+    ck_assert_int_eq(tp_stop(&b.server[1]), 0);
+    ck_assert_int_eq(tp_wait_log(&b.server[1], "connections=", 0, line, sizeof(line), 1000), 0);
     ck_assert_msg(strstr(line, " resumed=6 ") != NULL, "B: %s", line);
     bed_close(&b);
 }
@@ -601,7 +408,7 @@ START_TEST(test_stunnel_key_allow_plaintext)
 
     /* The same daemon serves sealed v2 to libsessionc servers with the key. */
     for (int i = 0; i < 2; i++)
-        ck_assert_int_eq(proc_stop(&b.server[i]), 0);
+        ck_assert_int_eq(tp_stop(&b.server[i]), 0);
     bed_start_echoes(&b);
     ck_assert_int_eq(s_client_reuse(&b, "-tls1_2", "TLSv1.2", 1), 1);
     ck_assert_int_eq(th_daemon_stats(&b.d, stats, sizeof(stats)), 0);

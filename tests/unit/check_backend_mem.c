@@ -15,13 +15,7 @@
 
 #include "backend.h"
 #include "cache.h"
-
-typedef struct result {
-    int calls;
-    backend_status status;
-    uint8_t value[256];
-    size_t value_len;
-} result;
+#include "loop.h"
 
 static uint64_t fake_now;
 
@@ -29,16 +23,6 @@ static uint64_t fake_clock(void *arg)
 {
     (void)arg;
     return fake_now;
-}
-
-static void record(void *arg, backend_status status, const uint8_t *value, size_t value_len)
-{
-    result *r = arg;
-    r->calls++;
-    r->status = status;
-    r->value_len = value_len;
-    if (value && value_len <= sizeof(r->value))
-        memcpy(r->value, value, value_len);
 }
 
 static cache *c;
@@ -65,12 +49,12 @@ static const uint8_t val1[] = "session-one";
 
 START_TEST(test_put_get_roundtrip)
 {
-    result r = {0};
-    backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 5000, record, &r);
+    tl_result r = {0};
+    backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 5000, tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_uint_eq(r.value_len, sizeof(val1));
@@ -81,35 +65,35 @@ END_TEST
 
 START_TEST(test_miss_and_del)
 {
-    result r = {0};
-    backend_get(b, key1, sizeof(key1), record, &r);
+    tl_result r = {0};
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
     ck_assert_uint_eq(r.value_len, 0);
     memset(&r, 0, sizeof(r));
-    backend_del(b, key1, sizeof(key1), record, &r);
+    backend_del(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
     backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 5000, NULL, NULL);
     memset(&r, 0, sizeof(r));
-    backend_del(b, key1, sizeof(key1), record, &r);
+    backend_del(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
 }
 END_TEST
 
 START_TEST(test_take_once)
 {
-    result r = {0};
+    tl_result r = {0};
     backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 5000, NULL, NULL);
-    backend_take(b, key1, sizeof(key1), record, &r);
+    backend_take(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_mem_eq(r.value, val1, sizeof(val1));
     memset(&r, 0, sizeof(r));
-    backend_take(b, key1, sizeof(key1), record, &r);
+    backend_take(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
     ck_assert_ptr_null(cache_get(c, key1, sizeof(key1), fake_now, &(size_t){0}));
@@ -119,19 +103,19 @@ END_TEST
 /* A take completion that stores the key again: the new entry survives. */
 static void put_again(void *arg, backend_status status, const uint8_t *value, size_t value_len)
 {
-    record(arg, status, value, value_len);
+    tl_record(arg, status, value, value_len);
     if (status == BACKEND_OK)
         backend_put(b, key1, sizeof(key1), (const uint8_t *)"new", 3, 5000, NULL, NULL);
 }
 
 START_TEST(test_take_reentrant_put)
 {
-    result r = {0};
+    tl_result r = {0};
     backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 5000, NULL, NULL);
     backend_take(b, key1, sizeof(key1), put_again, &r);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_uint_eq(r.value_len, 3);
     ck_assert_mem_eq(r.value, "new", 3);
@@ -140,39 +124,39 @@ END_TEST
 
 START_TEST(test_add_if_absent)
 {
-    result r = {0};
-    backend_add(b, key1, sizeof(key1), val1, sizeof(val1), 100, record, &r);
+    tl_result r = {0};
+    backend_add(b, key1, sizeof(key1), val1, sizeof(val1), 100, tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_OK);
     memset(&r, 0, sizeof(r));
-    backend_add(b, key1, sizeof(key1), (const uint8_t *)"other", 5, 100, record, &r);
+    backend_add(b, key1, sizeof(key1), (const uint8_t *)"other", 5, 100, tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_EXISTS);
     memset(&r, 0, sizeof(r));
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_mem_eq(r.value, val1, sizeof(val1)); /* left alone */
     fake_now += 100;                               /* expired exactly now */
     memset(&r, 0, sizeof(r));
-    backend_add(b, key1, sizeof(key1), (const uint8_t *)"other", 5, 100, record, &r);
+    backend_add(b, key1, sizeof(key1), (const uint8_t *)"other", 5, 100, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_OK);
 }
 END_TEST
 
 START_TEST(test_ttl_boundary)
 {
-    result r = {0};
+    tl_result r = {0};
     backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 250, NULL, NULL);
     fake_now += 249;
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_OK);
     fake_now += 1;
     memset(&r, 0, sizeof(r));
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
     memset(&r, 0, sizeof(r));
     backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 250, NULL, NULL);
     fake_now += 250;
-    backend_take(b, key1, sizeof(key1), record, &r);
+    backend_take(b, key1, sizeof(key1), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
 }
 END_TEST
@@ -181,26 +165,26 @@ START_TEST(test_bad_arguments)
 {
     uint8_t long_key[BACKEND_MAX_KEY + 1];
     memset(long_key, 7, sizeof(long_key));
-    result r = {0};
-    backend_put(b, key1, 0, val1, sizeof(val1), 100, record, &r);
+    tl_result r = {0};
+    backend_put(b, key1, 0, val1, sizeof(val1), 100, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_put(b, long_key, sizeof(long_key), val1, sizeof(val1), 100, record, &r);
+    backend_put(b, long_key, sizeof(long_key), val1, sizeof(val1), 100, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_put(b, key1, sizeof(key1), val1, 0, 100, record, &r);
+    backend_put(b, key1, sizeof(key1), val1, 0, 100, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 0, record, &r);
+    backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 0, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_add(b, key1, sizeof(key1), NULL, 4, 100, record, &r);
+    backend_add(b, key1, sizeof(key1), NULL, 4, 100, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_get(b, NULL, 3, record, &r);
+    backend_get(b, NULL, 3, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_take(b, long_key, sizeof(long_key), record, &r);
+    backend_take(b, long_key, sizeof(long_key), tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_del(b, key1, 0, record, &r);
+    backend_del(b, key1, 0, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
     ck_assert_int_eq(r.calls, 8);
     /* The longest key is fine. */
-    backend_put(b, long_key, BACKEND_MAX_KEY, val1, sizeof(val1), 100, record, &r);
+    backend_put(b, long_key, BACKEND_MAX_KEY, val1, sizeof(val1), 100, tl_record, &r);
     ck_assert_int_eq(r.status, BACKEND_OK);
     ck_assert_ptr_null(backend_mem_new(NULL, NULL, NULL));
 }
@@ -208,9 +192,9 @@ END_TEST
 
 START_TEST(test_stats)
 {
-    result r = {0};
+    tl_result r = {0};
     backend_put(b, key1, sizeof(key1), val1, sizeof(val1), 100, NULL, NULL);
-    backend_get(b, key1, sizeof(key1), record, &r);
+    backend_get(b, key1, sizeof(key1), tl_record, &r);
     backend_add(b, key1, sizeof(key1), val1, sizeof(val1), 100, NULL, NULL);
     backend_del(b, key1, sizeof(key1), NULL, NULL);
     backend_get(b, key1, sizeof(key1), NULL, NULL);
@@ -244,9 +228,5 @@ static Suite *backend_mem_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(backend_mem_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tl_run_suite(backend_mem_suite());
 }

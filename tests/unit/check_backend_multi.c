@@ -30,6 +30,7 @@
 #include "backend_redis.h"
 #include "cache.h"
 #include "harness.h"
+#include "loop.h"
 
 #define MAX_GROUPS 8
 #define KEY_LEN    33 /* a v1 cache key: tag byte + 32-byte session ID */
@@ -100,23 +101,6 @@ static const char *placed_name(const fixture *f, uint32_t k)
     size_t i = backend_multi_place(f->multi, key, sizeof(key));
     ck_assert_uint_lt(i, f->n);
     return backend_multi_group_name(f->multi, i);
-}
-
-typedef struct result {
-    int calls;
-    backend_status status;
-    uint8_t value[64];
-    size_t value_len;
-} result;
-
-static void record(void *arg, backend_status status, const uint8_t *value, size_t value_len)
-{
-    result *r = arg;
-    r->calls++;
-    r->status = status;
-    r->value_len = value_len;
-    if (value && value_len <= sizeof(r->value))
-        memcpy(r->value, value, value_len);
 }
 
 /* ---- the hash ---- */
@@ -281,10 +265,10 @@ START_TEST(ops_land_on_the_key_group)
     for (uint32_t k = 0; k < N; k++) {
         uint8_t key[KEY_LEN];
         uint8_t value[16];
-        result r = {0};
+        tl_result r = {0};
         make_key(k, key);
         memset(value, (int)(k & 0xff), sizeof(value));
-        backend_put(f.multi, key, sizeof(key), value, sizeof(value), 60000, record, &r);
+        backend_put(f.multi, key, sizeof(key), value, sizeof(value), 60000, tl_record, &r);
         ck_assert_int_eq(r.calls, 1);
         ck_assert_int_eq(r.status, BACKEND_OK);
         size_t g = backend_multi_place(f.multi, key, sizeof(key));
@@ -313,33 +297,33 @@ START_TEST(ops_land_on_the_key_group)
     for (uint32_t k = 0; k < N; k++) {
         uint8_t key[KEY_LEN];
         uint8_t value[16];
-        result r = {0};
+        tl_result r = {0};
         make_key(k, key);
         memset(value, (int)(k & 0xff), sizeof(value));
-        backend_get(f.multi, key, sizeof(key), record, &r);
+        backend_get(f.multi, key, sizeof(key), tl_record, &r);
         ck_assert_int_eq(r.calls, 1);
         ck_assert_int_eq(r.status, BACKEND_OK);
         ck_assert_mem_eq(r.value, value, sizeof(value));
 
         memset(&r, 0, sizeof(r));
-        backend_add(f.multi, key, sizeof(key), value, sizeof(value), 60000, record, &r);
+        backend_add(f.multi, key, sizeof(key), value, sizeof(value), 60000, tl_record, &r);
         ck_assert_int_eq(r.status, BACKEND_EXISTS);
 
         memset(&r, 0, sizeof(r));
         if (k % 2) {
-            backend_take(f.multi, key, sizeof(key), record, &r);
+            backend_take(f.multi, key, sizeof(key), tl_record, &r);
             ck_assert_int_eq(r.status, BACKEND_OK);
             ck_assert_mem_eq(r.value, value, sizeof(value));
         } else {
-            backend_del(f.multi, key, sizeof(key), record, &r);
+            backend_del(f.multi, key, sizeof(key), tl_record, &r);
             ck_assert_int_eq(r.status, BACKEND_OK);
         }
         memset(&r, 0, sizeof(r));
-        backend_get(f.multi, key, sizeof(key), record, &r);
+        backend_get(f.multi, key, sizeof(key), tl_record, &r);
         ck_assert_int_eq(r.status, BACKEND_NOT_FOUND);
 
         memset(&r, 0, sizeof(r));
-        backend_add(f.multi, key, sizeof(key), value, sizeof(value), 60000, record, &r);
+        backend_add(f.multi, key, sizeof(key), value, sizeof(value), 60000, tl_record, &r);
         ck_assert_int_eq(r.status, BACKEND_OK);
         size_t len = 0;
         size_t g = backend_multi_place(f.multi, key, sizeof(key));
@@ -352,13 +336,13 @@ END_TEST
 START_TEST(bad_key_completes_error)
 {
     fixture f;
-    result r = {0};
+    tl_result r = {0};
     uint8_t big[BACKEND_MAX_KEY + 1] = {0};
     fixture_make(&f, names4, 4);
-    backend_get(f.multi, NULL, 5, record, &r);
+    backend_get(f.multi, NULL, 5, tl_record, &r);
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
-    backend_put(f.multi, big, sizeof(big), big, 4, 1000, record, &r);
+    backend_put(f.multi, big, sizeof(big), big, 4, 1000, tl_record, &r);
     ck_assert_int_eq(r.calls, 2);
     ck_assert_int_eq(r.status, BACKEND_ERROR);
     backend_del(f.multi, big, 0, NULL, NULL); /* NULL completion: no crash */
@@ -442,9 +426,9 @@ START_TEST(a_down_group_makes_the_whole_down)
     for (uint32_t k = 0; k < 200; k++) {
         uint8_t key[KEY_LEN];
         const uint8_t v[] = "value";
-        result r = {0};
+        tl_result r = {0};
         make_key(k, key);
-        backend_put(m, key, sizeof(key), v, sizeof(v), 60000, record, &r);
+        backend_put(m, key, sizeof(key), v, sizeof(v), 60000, tl_record, &r);
         ck_assert_int_eq(r.calls, 1); /* both complete at once here */
         if (backend_multi_place(m, key, sizeof(key)) == 0) {
             ck_assert_int_eq(r.status, BACKEND_OK);
@@ -462,27 +446,10 @@ START_TEST(a_down_group_makes_the_whole_down)
 }
 END_TEST
 
-/* ---- invalidations ---- */
-
-typedef struct inval_log {
-    int calls;
-    uint8_t key[KEY_LEN];
-    size_t key_len;
-} inval_log;
-
-static void on_invalidate(void *arg, const uint8_t *key, size_t key_len)
-{
-    inval_log *l = arg;
-    l->calls++;
-    l->key_len = key_len;
-    if (key_len <= sizeof(l->key))
-        memcpy(l->key, key, key_len);
-}
-
 START_TEST(invalidations_are_forwarded)
 {
     fixture f;
-    inval_log log = {0};
+    tl_inv_log log = {0};
     uint8_t key[KEY_LEN];
     make_key(7, key);
     fixture_make(&f, names4, 4);
@@ -493,7 +460,7 @@ START_TEST(invalidations_are_forwarded)
         ck_assert_ptr_nonnull(g->invalidate);
         g->invalidate(g->invalidate_arg, key, sizeof(key));
     }
-    backend_set_invalidate(f.multi, on_invalidate, &log);
+    backend_set_invalidate(f.multi, tl_on_invalidate, &log);
     for (size_t i = 0; i < 4; i++) {
         backend *g = backend_multi_group(f.multi, i);
         g->invalidate(g->invalidate_arg, key, sizeof(key));
@@ -609,9 +576,5 @@ static Suite *backend_multi_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(backend_multi_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tl_run_suite(backend_multi_suite());
 }
