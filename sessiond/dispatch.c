@@ -388,8 +388,10 @@ static size_t dispatch_v2(dispatch_ctx *ctx, const proto_v2_msg *msg, int sealed
          * clear in a sealed answer too. With a shared store the store has
          * already deleted it: a plaintext TAKE from a non-loopback source
          * that would amplify loses the value (seal TAKEs). */
-        if (value != NULL && len > 0 && out[3] == PROTO_V2_ST_OK)
+        if (value != NULL && len > 0 && out[3] == PROTO_V2_ST_OK) {
             cache_remove(ctx->cache, ck, ck_len);
+            ctx->counters.take_hits++;
+        }
         return len;
     }
     case PROTO_V2_ADD: {
@@ -399,10 +401,11 @@ static size_t dispatch_v2(dispatch_ctx *ctx, const proto_v2_msg *msg, int sealed
         if (ctx->shared != NULL)
             return dispatch_ask_shared(ctx, &r, ck, ck_len, msg->value, msg->value_len, ttl_ms, 0,
                                        src, out, cap);
-        if (cache_get(ctx->cache, ck, ck_len, t->now_ms, &value_len) != NULL)
+        if (cache_get(ctx->cache, ck, ck_len, t->now_ms, &value_len) != NULL) {
             status = PROTO_V2_ST_EXISTS;
-        else if (cache_put(ctx->cache, ck, ck_len, msg->value, msg->value_len, ttl_ms, t->now_ms) !=
-                 0)
+            ctx->counters.add_exists++;
+        } else if (cache_put(ctx->cache, ck, ck_len, msg->value, msg->value_len, ttl_ms,
+                             t->now_ms) != 0)
             status = PROTO_V2_ST_REFUSED;
         return dispatch_answer(ctx, &r, status, NULL, 0, out, cap, t->wall_ms);
     }
@@ -576,7 +579,9 @@ int dispatch_stats_line(const dispatch_ctx *ctx, char *buf, size_t cap)
     dispatch_append(buf, cap, &total, "v2", n->v2);
     dispatch_append(buf, cap, &total, "sealed", n->sealed);
     dispatch_append(buf, cap, &total, "takes", n->takes);
+    dispatch_append(buf, cap, &total, "take_hits", n->take_hits);
     dispatch_append(buf, cap, &total, "adds", n->adds);
+    dispatch_append(buf, cap, &total, "add_exists", n->add_exists);
     dispatch_append(buf, cap, &total, "keys_requests", n->keys_requests);
     if (ctx->shared != NULL) {
         backend_stats bs;

@@ -76,7 +76,9 @@ typedef struct dispatch_counters {
     uint64_t deferred;            /* requests answered later, when the shared store replied */
     uint64_t invalidated;         /* near copies dropped on another node's delete or take */
     uint64_t takes;               /* v2 TAKE requests */
+    uint64_t take_hits;           /* ... that took a value (a stateful ticket's one use) */
     uint64_t adds;                /* v2 ADD requests */
+    uint64_t add_exists;          /* ... answered EXISTS (with anti-replay: a 0-RTT replay) */
     uint64_t keys_requests;       /* v2 KEYS requests (sealed) */
 } dispatch_counters;
 

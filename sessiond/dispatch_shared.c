@@ -93,6 +93,10 @@ static void dispatch_on_shared(void *arg, backend_status st, const uint8_t *valu
     size_t cap = p->in_call ? p->cap : PROTO_MAX_DATAGRAM + 1;
     size_t len = 0;
 
+    if (p->req.op == PROTO_V2_TAKE && st == BACKEND_OK)
+        ctx->counters.take_hits++;
+    if (p->req.op == PROTO_V2_ADD && st == BACKEND_EXISTS)
+        ctx->counters.add_exists++;
     if (st == BACKEND_UNAVAILABLE || st == BACKEND_ERROR)
         ctx->counters.backend_unavailable++;
     else if (is_get)

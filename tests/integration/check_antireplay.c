@@ -325,8 +325,10 @@ START_TEST(test_stateless)
     server a, b, a2, b2;
     early_result r;
     sc_stats sa, sb;
+    long long exists_before = tc_stat_of(&g_d, "add_exists");
 
     ck_assert_ptr_nonnull(cctx);
+    ck_assert_int_ge(exists_before, 0);
     server_open(&a, 1, 0);
     server_open(&b, 1, 0);
     sess = ticket_from(cctx, a.ctx);
@@ -366,6 +368,8 @@ START_TEST(test_stateless)
     ck_assert_uint_eq(sb.early_accepted, 1);
     ck_assert_uint_eq(sb.early_replayed, 2);
     ck_assert_uint_eq(sa.early_unavailable + sb.early_unavailable, 0);
+    /* The daemon saw the same: three first sightings refused as replays. */
+    ck_assert_int_eq(tc_stat_of(&g_d, "add_exists") - exists_before, 3);
     fprintf(stderr,
             "check_antireplay: stateless, anti-replay on: accepted A=%llu B=%llu, "
             "rejected as replays A=%llu B=%llu\n",
@@ -557,11 +561,5 @@ static Suite *antireplay_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(antireplay_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tc_run_suite(antireplay_suite());
 }

@@ -41,6 +41,7 @@
 #include "backend_redis.h"
 #include "harness.h"
 #include "redis_proc.h"
+#include "checks.h"
 #include "loop.h"
 
 #define WAIT_MS 5000
@@ -956,5 +957,5 @@ static Suite *backend_redis_suite(void)
 
 int main(void)
 {
-    return tl_run_suite(backend_redis_suite());
+    return tc_run_suite(backend_redis_suite());
 }

@@ -15,8 +15,9 @@
  * 127.0.0.1 (all of 127.0.0.0/8) are served.
  *
  * The command line, signals, pidfile and daemon mode are in
- * check_lifecycle.c; v2, sealing and the source policy with a key in
- * check_v2.c; the flood in check_flood.c.
+ * check_lifecycle.c; v2 and sealing in check_v2_sealed.c, the source
+ * policy with a key in check_v2_policy.c, key files in check_v2_keys.c;
+ * the flood in check_flood.c.
  *
  * Synchronisation without sleeps: the daemon reads its one socket in order,
  * so after sending anything on a socket, a GET on the same socket (or any
@@ -844,11 +845,5 @@ static Suite *daemon_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(daemon_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tc_run_suite(daemon_suite());
 }

@@ -25,6 +25,7 @@
  */
 #include <check.h>
 
+#include "checks.h"
 #include "cluster.h"
 #include "harness.h"
 #include "redis_proc.h"
@@ -371,15 +372,5 @@ static Suite *failover_suite(void)
 
 int main(void)
 {
-    SRunner *sr;
-    int failed;
-
-    if (tu_cred_make(&g_server, TU_KEY_EC, TU_ROLE_SERVER, "localhost", NULL) != 0)
-        return EXIT_FAILURE;
-    sr = srunner_create(failover_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    tu_cred_free(&g_server);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tc_run_suite_with_server(failover_suite(), &g_server);
 }

@@ -219,7 +219,7 @@ END_TEST
 
 /* Runtime failures: a key file that cannot be used is status 1 and one line
  * naming the flag and the file (the key file rules themselves are
- * keyfile.c's and tested in check_v2.c). */
+ * keyfile.c's and tested in check_v2_keys.c). */
 START_TEST(test_unreadable_key_files)
 {
     static const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
@@ -530,11 +530,5 @@ static Suite *lifecycle_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(lifecycle_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tc_run_suite(lifecycle_suite());
 }

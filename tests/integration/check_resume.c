@@ -45,6 +45,7 @@
  */
 #include <check.h>
 
+#include "checks.h"
 #include "harness.h"
 #include "proto_v2.h"
 #include "sessionc.h"
@@ -938,8 +939,7 @@ static Suite *resume_suite(void)
 
 int main(void)
 {
-    SRunner *sr;
-    int failed;
+    int status;
 
     /* Made once, before Check forks each test, so every test shares them. */
     if (make_key_file() != 0 ||
@@ -947,13 +947,10 @@ int main(void)
         tu_cred_make(&g_ca, TU_KEY_RSA, TU_ROLE_CA, "sessiond test CA", NULL) != 0 ||
         tu_cred_make(&g_client, TU_KEY_RSA, TU_ROLE_CLIENT, "sessiond test client", &g_ca) != 0)
         return EXIT_FAILURE;
-    sr = srunner_create(resume_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    status = tc_run_suite(resume_suite());
     tu_cred_free(&g_client);
     tu_cred_free(&g_ca);
     tu_cred_free(&g_server);
     th_rmtree(g_keydir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status;
 }

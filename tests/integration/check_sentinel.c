@@ -39,6 +39,7 @@
 #include "backend_redis.h"
 #include "harness.h"
 #include "redis_proc.h"
+#include "checks.h"
 #include "loop.h"
 
 #define WAIT_MS       10000
@@ -455,5 +456,5 @@ static Suite *sentinel_suite(void)
 
 int main(void)
 {
-    return tl_run_suite(sentinel_suite());
+    return tc_run_suite(sentinel_suite());
 }

@@ -868,11 +868,5 @@ static Suite *tickets_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tickets_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tc_run_suite(tickets_suite());
 }

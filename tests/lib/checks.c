@@ -4,6 +4,10 @@
  * failure into a Check failure with a message naming what failed, so the
  * tests read as a list of steps. The harness itself (harness.c) stays free
  * of Check so that test mains can use it before the SRunner exists.
+ *
+ * tc_run_suite is the one copy of every test binary's main: Check forks
+ * each test (CK_FORK, its default), so whatever main sets up before the run
+ * (a credential, a key file) is shared by every test without being rebuilt.
  */
 #include "checks.h"
 
@@ -100,4 +104,29 @@ int tc_all_bytes_are(const uint8_t *p, size_t len, uint8_t byte)
         if (p[i] != byte)
             return 0;
     return 1;
+}
+
+int tc_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+int tc_run_suite_with_server(Suite *s, tu_cred *server)
+{
+    int status;
+
+    if (tu_cred_make(server, TU_KEY_EC, TU_ROLE_SERVER, "localhost", NULL) != 0) {
+        /* Check has no public suite_free: an SRunner is what frees a suite. */
+        srunner_free(srunner_create(s));
+        return EXIT_FAILURE;
+    }
+    status = tc_run_suite(s);
+    tu_cred_free(server);
+    return status;
 }

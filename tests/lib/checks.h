@@ -4,18 +4,22 @@
  * of their contents.
  *
  * Each was a private copy in several tests/unit and tests/integration
- * files; kept here so a fix reaches all of them. Everything fails the
- * calling test with ck_assert, so these are for use inside START_TEST
- * bodies (and the helpers they call) only, never from a test binary's main.
+ * files; kept here so a fix reaches all of them. Everything but the suite
+ * runners fails the calling test with ck_assert, so it is for use inside
+ * START_TEST bodies (and the helpers they call) only, never from a test
+ * binary's main. The suite runners (tc_run_suite*) are the other way round:
+ * they are what a test binary's main calls.
  * The monotonic clock for deadlines is th_now_ms in harness.h.
  */
 #ifndef SESSIOND_TEST_CHECKS_H
 #define SESSIOND_TEST_CHECKS_H
 
+#include <check.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "harness.h"
+#include "tls_util.h"
 
 /* th_daemon_start, failing the test if the daemon does not come up. */
 void tc_start(th_daemon *d, const char *const *extra);
@@ -56,5 +60,15 @@ uint8_t *tc_exact_buf(size_t len, uint8_t byte);
 
 /* Whether all len bytes at p equal byte (1) or not (0). */
 int tc_all_bytes_are(const uint8_t *p, size_t len, uint8_t byte);
+
+/* Runs every test of s in a Check SRunner (CK_NORMAL, so tests/run.sh can
+ * parse the summary line) and frees it: EXIT_SUCCESS if all passed, else
+ * EXIT_FAILURE, ready to be a test binary's exit status. */
+int tc_run_suite(Suite *s);
+
+/* tc_run_suite with a self-signed EC server credential for "localhost"
+ * made into *server before the run (so every forked test inherits it) and
+ * freed after. EXIT_FAILURE without running anything if it cannot be made. */
+int tc_run_suite_with_server(Suite *s, tu_cred *server);
 
 #endif

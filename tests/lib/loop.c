@@ -115,12 +115,3 @@ void tl_wait_subscribers(struct event_base *base, int port, long long n, int tim
         tl_pump(base, 5);
     }
 }
-
-int tl_run_suite(Suite *s)
-{
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}

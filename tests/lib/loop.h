@@ -86,7 +86,4 @@ long long tl_numsub(int port);
  * timeout_ms. */
 void tl_wait_subscribers(struct event_base *base, int port, long long n, int timeout_ms);
 
-/* Runs every test of s: 0 if all passed, else 1 (a test binary's exit). */
-int tl_run_suite(Suite *s);
-
 #endif

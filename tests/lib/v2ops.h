@@ -1,9 +1,9 @@
 /* v2ops.h — building v2 datagrams and cluster key files for the
- * integration tests (check_v2.c, check_flood.c).
+ * integration tests (check_v2_*.c via v2daemon.c, check_flood.c).
  *
  * Datagrams are built with the codec under test (proto_v2_seal and
  * proto_v2_encode), as libsessionc would; the codec's bytes are checked on
- * their own in check_proto_v2.c. Functions fail the calling test (Check)
+ * their own in check_proto_v2*.c. Functions fail the calling test (Check)
  * on error.
  */
 #ifndef SESSIOND_TEST_V2OPS_H

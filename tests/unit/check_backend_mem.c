@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "cache.h"
+#include "checks.h"
 #include "loop.h"
 
 static uint64_t fake_now;
@@ -228,5 +229,5 @@ static Suite *backend_mem_suite(void)
 
 int main(void)
 {
-    return tl_run_suite(backend_mem_suite());
+    return tc_run_suite(backend_mem_suite());
 }

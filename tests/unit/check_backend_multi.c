@@ -30,6 +30,7 @@
 #include "backend_redis.h"
 #include "cache.h"
 #include "harness.h"
+#include "checks.h"
 #include "loop.h"
 
 #define MAX_GROUPS 8
@@ -576,5 +577,5 @@ static Suite *backend_multi_suite(void)
 
 int main(void)
 {
-    return tl_run_suite(backend_multi_suite());
+    return tc_run_suite(backend_multi_suite());
 }

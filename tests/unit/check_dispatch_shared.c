@@ -169,6 +169,7 @@ START_TEST(test_take_succeeds_once_across_nodes)
     }
     ck_assert_int_eq(ok, 1);
     ck_assert_int_eq(not_found, 3);
+    ck_assert_uint_eq(a.ctx.counters.take_hits + b.ctx.counters.take_hits, 1);
     /* The taker's own near copy went too: a GET anywhere now misses. */
     ck_assert_uint_gt(ask(&a, PROTO_V2_GET, 0, "ns-and-ticket-1", NULL, NOW_MS, &ans), 0);
     ck_assert_uint_eq(ans.status, PROTO_V2_ST_NOT_FOUND);
@@ -186,6 +187,8 @@ START_TEST(test_add_is_first_writer_wins)
     ck_assert_uint_eq(ans.status, PROTO_V2_ST_EXISTS);
     ck_assert_uint_gt(ask(&a, PROTO_V2_ADD, 0, "ns-and-seen-1", "3", NOW_MS, &ans), 0);
     ck_assert_uint_eq(ans.status, PROTO_V2_ST_EXISTS);
+    ck_assert_uint_eq(a.ctx.counters.add_exists, 1);
+    ck_assert_uint_eq(b.ctx.counters.add_exists, 1);
     /* The first value stayed. */
     ck_assert_uint_gt(ask(&b, PROTO_V2_GET, 0, "ns-and-seen-1", NULL, NOW_MS, &ans), 0);
     ck_assert_uint_eq(ans.status, PROTO_V2_ST_OK);
@@ -210,6 +213,8 @@ START_TEST(test_take_and_add_locally)
     ck_assert_uint_eq(ans.status, PROTO_V2_ST_OK);
     ck_assert_uint_gt(ask(&a, PROTO_V2_ADD, 0, "ns-and-seen-2", "1", NOW_MS, &ans), 0);
     ck_assert_uint_eq(ans.status, PROTO_V2_ST_EXISTS);
+    ck_assert_uint_eq(a.ctx.counters.add_exists, 1);
+    ck_assert_uint_eq(a.ctx.counters.take_hits, 1);
     /* An added entry expires like any other. */
     ck_assert_uint_gt(ask(&a, PROTO_V2_ADD, 0, "ns-and-seen-2", "1", NOW_MS + 3600u * 1000u, &ans),
                       0);
