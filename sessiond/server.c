@@ -378,16 +378,16 @@ static void srv_io_error(server *srv, const char *what, int err)
     log_msg(LOG_WARNING, "%s: %s", what, strerror(err));
 }
 
-/* Sends out[0..count). A full socket buffer drops the rest of the batch (a
+/* Sends msgs[0..count). A full socket buffer drops the rest of the batch (a
  * late answer is worthless to stunnel, and waiting would stall everyone
  * else); an error belonging to the first message (e.g. EPERM from a firewall
  * rule) drops that one and goes on with the others. */
-static void srv_send_answers(server *srv, unsigned count)
+static void srv_send_answers(server *srv, struct mmsghdr *msgs, unsigned count)
 {
     unsigned sent = 0;
 
     while (sent < count) {
-        int n = sendmmsg(srv->fd, srv->out + sent, count - sent, 0);
+        int n = sendmmsg(srv->fd, msgs + sent, count - sent, 0);
 
         if (n > 0) {
             sent += (unsigned)n;
@@ -455,7 +455,7 @@ static int srv_handle_batch(server *srv)
         }
     }
     if (answers > 0)
-        srv_send_answers(srv, answers);
+        srv_send_answers(srv, srv->out, answers);
     /* msg_namelen is value-result: restore the capacity for the next call. */
     for (int i = 0; i < n; i++)
         srv->in[i].msg_hdr.msg_namelen = sizeof(srv->peers[i]);
@@ -486,35 +486,18 @@ static void srv_on_sweep(evutil_socket_t fd, short what, void *arg)
         ticket_keys_tick(srv->tickets, srv_clock_ms(CLOCK_REALTIME) / 1000u);
 }
 
-/* Sends the queued deferred answers, one sendmmsg for all (the same
- * dropping rules as srv_send_answers), and wipes their copies. */
+/* Sends the queued deferred answers with srv_send_answers (one sendmmsg
+ * for all), and wipes their copies. */
 static void srv_flush_late(server *srv)
 {
-    unsigned sent = 0, count = srv->n_late;
+    unsigned count = srv->n_late;
 
     for (unsigned i = 0; i < count; i++) {
         srv->late_out[i].msg_hdr.msg_iov = &srv->late_iov[i];
         srv->late_out[i].msg_hdr.msg_iovlen = 1;
         srv->late_out[i].msg_hdr.msg_name = &srv->late_peers[i];
     }
-    while (sent < count) {
-        int n = sendmmsg(srv->fd, srv->late_out + sent, count - sent, 0);
-
-        if (n > 0) {
-            sent += (unsigned)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-            srv_io_error(srv, "sendmmsg", errno);
-            srv->dispatch.counters.unsent++;
-            sent++;
-            continue;
-        }
-        srv->dispatch.counters.unsent += count - sent;
-        break;
-    }
+    srv_send_answers(srv, srv->late_out, count);
     for (unsigned i = 0; i < count; i++) {
         OPENSSL_cleanse(srv->late_bufs[i], srv->late_iov[i].iov_len);
         free(srv->late_bufs[i]);
